@@ -1,0 +1,72 @@
+"""The ttasks_ipy engine: tasks, events, the executor. Imports nothing from IPython.
+
+>>> from ttasks_ipy.core import Executor, TaskSpec, BashRunner
+>>> ex = Executor(max_workers=2)
+>>> t = ex.submit(TaskSpec(BashRunner("echo hi")))
+>>> t.wait(10).result.output
+'hi\\n'
+"""
+from __future__ import annotations
+
+from .backends import Backend, SyncBackend, ThreadBackend
+from .bash import BashRunner, CommandResult, describe_exit
+from .context import RunContext, current_task, progress
+from .errors import (
+    CommandFailed,
+    InvalidTransition,
+    QueueFull,
+    SpecError,
+    TaskCancelled,
+    TaskError,
+    TaskFailed,
+    TaskNotDone,
+    WaitInsideTask,
+    WaitTimeout,
+)
+from .events import EventBus, EventKind, TaskEvent
+from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
+from .output import TaskOutput
+from .pycode import CallRunner, PyBody, PythonRunner, bind, compile_body
+from .spec import Runner, TaskSpec
+from .states import TRANSITIONS, TaskState
+from .task import Task
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "Backend",
+    "BashRunner",
+    "CallRunner",
+    "CommandFailed",
+    "CommandResult",
+    "EventBus",
+    "EventKind",
+    "Executor",
+    "ExecutorStats",
+    "InvalidTransition",
+    "PyBody",
+    "PythonRunner",
+    "QueueFull",
+    "RunContext",
+    "Runner",
+    "SpecError",
+    "SyncBackend",
+    "TRANSITIONS",
+    "Task",
+    "TaskCancelled",
+    "TaskError",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskNotDone",
+    "TaskOutput",
+    "TaskSpec",
+    "TaskState",
+    "ThreadBackend",
+    "WaitInsideTask",
+    "WaitTimeout",
+    "bind",
+    "compile_body",
+    "current_task",
+    "describe_exit",
+    "progress",
+]

@@ -1,0 +1,189 @@
+"""Bash tasks: a command in its own session, output streamed as it comes.
+
+The command runs as ``bash -c`` in a new session (so the kernel's Interrupt
+never reaches it and its whole tree can be ended), stdin from /dev/null,
+``PYTHONUNBUFFERED=1``. Both pipes are read incrementally with an incremental
+UTF-8 decoder; ``\\r`` is kept. When the shell exits, what is already in the
+pipes is drained for a short while, then whatever the command left running in
+the background is ended: a grandchild holding the pipe open cannot keep the
+task running.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+from .context import RunContext
+from .errors import CommandFailed, TaskCancelled
+from .procs import terminate_tree
+from .spec import Runner
+
+#: how long to keep reading the pipes after the shell exited
+DRAIN_SECONDS = 0.25
+_SIGNAMES = {n: s for s, n in __import__("signal").Signals.__members__.items()}
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command left behind: ``str()`` is its stdout."""
+
+    command: str
+    output: str
+    stderr: str
+    returncode: int
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        """True when it exited with status 0."""
+        return self.returncode == 0
+
+    def __str__(self) -> str:
+        return self.output
+
+    def __repr__(self) -> str:
+        out = self.output if len(self.output) <= 60 else self.output[:57] + "..."
+        return f"CommandResult(returncode={self.returncode}, duration={self.duration:.2f}, output={out!r})"
+
+    def _repr_pretty_(self, p, cycle) -> None:  # noqa: ANN001 - IPython's protocol
+        p.text(repr(self))
+
+
+def describe_exit(returncode: int) -> str:
+    """'exit status 2' or 'killed by SIGTERM'."""
+    if returncode < 0:
+        sig = _SIGNAMES.get(-returncode)
+        return f"killed by {sig.name if sig else -returncode}"
+    return f"exit status {returncode}"
+
+
+class BashRunner(Runner):
+    """Runs a bash command; a non-zero exit fails the task but keeps its ``CommandResult``."""
+
+    kind = "bash"
+
+    def __init__(
+        self,
+        command: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        grace: float = 2.0,
+        shell: str = "bash",
+    ) -> None:
+        self.command = command
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.grace = grace
+        self.shell = shell
+
+    def describe(self) -> str:
+        return "!" + self.command
+
+    def run(self, ctx: RunContext) -> CommandResult:
+        executor = ctx.task._executor
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        started = time.monotonic()
+        with ctx.lock:
+            if ctx.cancelled:
+                raise TaskCancelled("cancelled before start")
+            proc = subprocess.Popen(
+                [self.shell, "-c", self.command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=self.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+            ctx.handle = proc
+            ctx.sid = proc.pid
+        executor.reaper.register(proc.pid)
+        try:
+            _pump(proc, ctx)
+        finally:
+            # end whatever the command left behind (a backgrounded grandchild)
+            terminate_tree(proc.pid, self.grace, executor.timers, lambda: executor.reaper.forget(proc.pid))
+        duration = time.monotonic() - started
+        result = CommandResult(
+            self.command,
+            ctx.task.output_buffer.read("stdout"),
+            ctx.task.output_buffer.read("stderr"),
+            proc.returncode,
+            duration,
+        )
+        if ctx.cancelled:
+            raise TaskCancelled("cancelled")
+        if proc.returncode != 0:
+            raise CommandFailed(describe_exit(proc.returncode), result)
+        return result
+
+    def cancel(self, ctx: RunContext) -> None:
+        with ctx.lock:
+            proc = ctx.handle
+        if proc is not None:
+            terminate_tree(proc.pid, self.grace, ctx.task._executor.timers)
+
+
+def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
+    """Read both pipes until the shell exits (and a short drain after), reaping it."""
+    sel = selectors.DefaultSelector()
+    decoders = {}
+    for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
+        assert pipe is not None
+        os.set_blocking(pipe.fileno(), False)
+        sel.register(pipe, selectors.EVENT_READ, stream)
+        decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pidfd = None
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+        sel.register(pidfd, selectors.EVENT_READ, "exit")
+    except (AttributeError, OSError):
+        pass
+    open_pipes = 2
+    drain_until = None
+    try:
+        while open_pipes:
+            if drain_until is None:
+                timeout = None if pidfd is not None else 0.05
+            else:
+                timeout = drain_until - time.monotonic()
+                if timeout <= 0:
+                    break
+            events = sel.select(timeout)
+            for key, _ in events:
+                if key.data == "exit":
+                    sel.unregister(key.fileobj)
+                    continue
+                try:
+                    data = os.read(key.fileobj.fileno(), 65536)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    sel.unregister(key.fileobj)
+                    open_pipes -= 1
+                    continue
+                text = decoders[key.data].decode(data)
+                if text:
+                    ctx.output(key.data, text)
+            if drain_until is None and proc.poll() is not None:
+                drain_until = time.monotonic() + DRAIN_SECONDS
+        for stream, dec in decoders.items():
+            tail = dec.decode(b"", final=True)
+            if tail:
+                ctx.output(stream, tail)
+    finally:
+        sel.close()
+        if pidfd is not None:
+            os.close(pidfd)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+        proc.wait()

@@ -1,0 +1,87 @@
+"""Per-thread output capture: ``sys.stdout``/``sys.stderr`` writes from a task's thread go to that task.
+
+``install()`` puts a router in front of both streams (idempotent, counted);
+``route(ctx)`` sends the calling thread's writes to the task's output until
+the block ends. Writes from any other thread go where they went before. What
+a thread cannot capture: writes to the file descriptors themselves (C code,
+``os.system``) and threads the task starts on its own.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from typing import Any, Iterator
+
+_local = threading.local()
+_lock = threading.Lock()
+_installed = 0
+
+
+class _Router:
+    """Stands in for a standard stream; writes go to the current thread's task if it has one."""
+
+    def __init__(self, name: str, original: Any) -> None:
+        self._name = name
+        self._original = original
+
+    def write(self, s: str) -> int:
+        target = getattr(_local, "ctx", None)
+        if target is None:
+            return self._original.write(s)
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        target.output(self._name, s)
+        return len(s)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if getattr(_local, "ctx", None) is None:
+            self._original.flush()
+
+    def isatty(self) -> bool:
+        return False if getattr(_local, "ctx", None) is not None else self._original.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+def install() -> None:
+    """Put routers in front of ``sys.stdout`` and ``sys.stderr`` (once; counted)."""
+    global _installed
+    with _lock:
+        _installed += 1
+        if _installed == 1:
+            sys.stdout = _Router("stdout", sys.stdout)
+            sys.stderr = _Router("stderr", sys.stderr)
+
+
+def uninstall() -> None:
+    """Undo one ``install``; the last one restores the streams (if nobody replaced them since)."""
+    global _installed
+    with _lock:
+        _installed = max(0, _installed - 1)
+        if _installed == 0:
+            for name in ("stdout", "stderr"):
+                cur = getattr(sys, name)
+                if isinstance(cur, _Router):
+                    setattr(sys, name, cur._original)
+
+
+@contextlib.contextmanager
+def route(ctx: Any) -> Iterator[None]:
+    """Send this thread's standard-stream writes to ``ctx.output`` inside the block."""
+    previous = getattr(_local, "ctx", None)
+    _local.ctx = ctx
+    try:
+        yield
+    finally:
+        _local.ctx = previous
+
+
+def routed_context() -> Any:
+    """The context this thread's writes go to, or None."""
+    return getattr(_local, "ctx", None)

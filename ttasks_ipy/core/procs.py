@@ -1,0 +1,102 @@
+"""Ending whole process trees: SIGTERM to the group, a grace period, SIGKILL, survivors.
+
+Every task subprocess leads its own session, so its session id names the whole
+tree, including children that moved to another process group. Nothing here
+blocks: the grace period runs on the timer thread.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Callable
+
+from .timers import Timers
+
+log = logging.getLogger("ttasks_ipy")
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes whose session id is ``sid``."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # fields after the command name, which is in parentheses and may hold spaces
+        rest = stat[stat.rfind(b")") + 2:].split()
+        if len(rest) > 3 and rest[0] != b"Z" and int(rest[3]) == sid:
+            members.append(int(entry))
+    return members
+
+
+def signal_tree(sid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group ``sid`` and any session member outside it; True if any was alive."""
+    alive = False
+    try:
+        os.killpg(sid, sig)
+        alive = True
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in session_members(sid):
+        alive = True
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
+
+
+def tree_alive(sid: int) -> bool:
+    """Whether any live process remains in session ``sid``."""
+    return bool(session_members(sid))
+
+
+def terminate_tree(
+    sid: int,
+    grace: float,
+    timers: Timers,
+    on_gone: Callable[[], None] | None = None,
+) -> None:
+    """SIGTERM the tree now, SIGKILL what is left after ``grace`` seconds; returns at once."""
+    signal_tree(sid, signal.SIGTERM)
+
+    def deadline() -> None:
+        if tree_alive(sid):
+            log.debug("session %s survived SIGTERM for %.1fs: SIGKILL", sid, grace)
+            signal_tree(sid, signal.SIGKILL)
+            timers.schedule(0.2, check)
+        elif on_gone:
+            on_gone()
+
+    def check() -> None:
+        left = session_members(sid)
+        if left:
+            log.warning("processes %s of task session %s survived SIGKILL", left, sid)
+            signal_tree(sid, signal.SIGKILL)
+        if on_gone:
+            on_gone()
+
+    timers.schedule(grace, deadline)
+
+
+def kill_tree_now(sid: int, grace: float = 0.5) -> None:
+    """Blocking variant for shutdown: SIGTERM, wait up to ``grace``, SIGKILL."""
+    import time
+
+    if not signal_tree(sid, signal.SIGTERM):
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        if not tree_alive(sid):
+            return
+        time.sleep(0.02)
+    signal_tree(sid, signal.SIGKILL)

@@ -1,0 +1,253 @@
+"""Python bodies: parse once at dispatch, find the names read and assigned, run in a worker thread.
+
+A body is an expression or statements, top-level ``await`` allowed. The names
+it reads are bound at dispatch (a snapshot of their values); anything else is
+looked up in the user namespace at run time through ``FallbackGlobals``, so
+functions and comprehensions defined in the body see the body's own names.
+Names the body assigns at top level stay in the task until delivery.
+"""
+from __future__ import annotations
+
+import ast
+import asyncio
+import builtins
+import ctypes
+import inspect
+import linecache
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from . import capture
+from .context import RunContext
+from .errors import SpecError, TaskCancelled
+from .spec import Runner
+
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+@dataclass
+class PyBody:
+    """A compiled body and what it reads and assigns."""
+
+    source: str
+    filename: str
+    code: Any
+    is_expression: bool
+    reads: frozenset[str]
+    assigns: tuple[str, ...]
+    is_async: bool = field(default=False)
+
+
+def compile_body(source: str, filename: str, *, first_line: int = 1) -> PyBody:
+    """Parse and compile ``source``; raises ``SpecError`` naming the line for a syntax error."""
+    if not source.strip():
+        raise SpecError("the Python body is empty")
+    try:
+        tree = ast.parse(source, filename, mode="exec")
+    except SyntaxError as e:
+        line = (e.lineno or 1) + first_line - 1
+        raise SpecError(f"syntax error in the body, line {line}: {e.msg}") from None
+    is_expr = len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr)
+    if first_line > 1:
+        ast.increment_lineno(tree, first_line - 1)
+    if is_expr:
+        node: ast.AST = ast.Expression(tree.body[0].value)  # type: ignore[attr-defined]
+        mode = "eval"
+    else:
+        node, mode = tree, "exec"
+    try:
+        code = compile(node, filename, mode, flags=_FLAGS, dont_inherit=True)
+    except SyntaxError as e:
+        raise SpecError(f"syntax error in the body, line {e.lineno}: {e.msg}") from None
+    lines = source.splitlines(True)
+    if first_line > 1:
+        lines = ["\n"] * (first_line - 1) + lines
+    linecache.cache[filename] = (len(source), None, lines, filename)
+    return PyBody(
+        source=source,
+        filename=filename,
+        code=code,
+        is_expression=is_expr,
+        reads=frozenset(_names_read(tree)),
+        assigns=tuple(_names_assigned(tree)),
+        is_async=bool(code.co_flags & inspect.CO_COROUTINE),
+    )
+
+
+def _names_read(tree: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _names_assigned(tree: ast.Module) -> list[str]:
+    """Names bound at the top level of the body (not inside functions, classes or comprehensions)."""
+    found: dict[str, None] = {}
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found[node.name] = None
+            return
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            found[node.id] = None
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for a in node.names:
+                if a.name != "*":
+                    found[(a.asname or a.name).split(".")[0]] = None
+        elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+            found[node.target.id] = None
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            return
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for stmt in tree.body:
+        visit(stmt)
+    return list(found)
+
+
+class FallbackGlobals(dict):
+    """A globals dict that falls back to the user namespace for names it does not hold."""
+
+    def __init__(self, own: Mapping[str, Any], fallback: Mapping[str, Any]) -> None:
+        super().__init__(own)
+        self.fallback = fallback
+
+    def __missing__(self, key: str) -> Any:
+        return self.fallback[key]
+
+
+def bind(body: PyBody, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the names ``body`` reads, taken from ``namespace`` now."""
+    return {n: namespace[n] for n in body.reads if n in namespace}
+
+
+class PythonRunner(Runner):
+    """Runs a ``PyBody`` in the worker thread against a snapshot plus the user namespace.
+
+    The value is the expression's value, or for statements a dict of the names
+    assigned. Cancel is cooperative (``current_task()``) and, for code running
+    pure Python, also raises ``TaskCancelled`` inside the thread; a blocking C
+    call (``time.sleep``) finishes first. The task is shown cancelled at once.
+    """
+
+    kind = "python"
+
+    def __init__(self, body: PyBody, bound: Mapping[str, Any], fallback: Mapping[str, Any]) -> None:
+        self.body = body
+        self.bound = dict(bound)
+        self.fallback = fallback
+        #: the names assigned by the last run, with their values
+        self.assigned: dict[str, Any] = {}
+
+    def describe(self) -> str:
+        return self.body.source.strip().splitlines()[0] if self.body.source.strip() else ""
+
+    def run(self, ctx: RunContext) -> Any:
+        g = FallbackGlobals(self.bound, self.fallback)
+        g.setdefault("__builtins__", builtins)
+        g.setdefault("__name__", "__main__")
+        capture.install()
+        try:
+            with capture.route(ctx), _Interruptible(ctx):
+                value = eval(self.body.code, g)
+                if self.body.is_async:
+                    value = _run_coroutine(value, ctx)
+        finally:
+            capture.uninstall()
+        self.assigned = {n: dict.__getitem__(g, n) for n in self.body.assigns if dict.__contains__(g, n)}
+        return value if self.body.is_expression else dict(self.assigned)
+
+    def cancel(self, ctx: RunContext) -> None:
+        with ctx.lock:
+            h = ctx.handle
+        if isinstance(h, _Interruptible):
+            h.interrupt()
+
+
+def _run_coroutine(coro: Any, ctx: RunContext) -> Any:
+    loop = asyncio.new_event_loop()
+    try:
+        main = loop.create_task(coro)
+        with ctx.lock:
+            ctx.loop = (loop, main)  # type: ignore[attr-defined]
+        if ctx.cancelled:
+            main.cancel()
+        try:
+            return loop.run_until_complete(main)
+        except asyncio.CancelledError:
+            raise TaskCancelled("cancelled") from None
+    finally:
+        loop.close()
+
+
+class _Interruptible:
+    """While the body runs, a cancel may raise ``TaskCancelled`` in this thread (async exception)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.tid = threading.get_ident()
+        self.inside = False
+
+    def __enter__(self) -> _Interruptible:
+        with self.ctx.lock:
+            self.inside = True
+            self.ctx.handle = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self.ctx.lock:
+            self.inside = False
+            self.ctx.handle = None
+            # clear an async exception that was set but not yet raised
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), None)
+
+    def interrupt(self) -> None:
+        """Called with ``ctx.lock`` not held, from the cancelling thread."""
+        with self.ctx.lock:
+            loop = getattr(self.ctx, "loop", None)
+            if loop is not None:
+                lp, main = loop
+                try:
+                    lp.call_soon_threadsafe(main.cancel)
+                except RuntimeError:  # the loop already closed
+                    pass
+                return
+            if self.inside:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.tid), ctypes.py_object(TaskCancelled)
+                )
+
+
+class CallRunner(Runner):
+    """Calls ``fn(*args, **kwargs)`` in the worker thread (the function form, ``bg(fn, ...)``)."""
+
+    kind = "python"
+
+    def __init__(self, fn: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+        if not callable(fn):
+            raise SpecError(f"bg() needs a callable, not {type(fn).__name__}")
+        self.fn = fn
+        self.args = args
+        self.kwargs = dict(kwargs or {})
+
+    def describe(self) -> str:
+        return f"{getattr(self.fn, '__qualname__', repr(self.fn))}(...)"
+
+    def run(self, ctx: RunContext) -> Any:
+        capture.install()
+        try:
+            with capture.route(ctx), _Interruptible(ctx):
+                value = self.fn(*self.args, **self.kwargs)
+                if inspect.iscoroutine(value):
+                    value = _run_coroutine(value, ctx)
+        finally:
+            capture.uninstall()
+        return value
+
+    def cancel(self, ctx: RunContext) -> None:
+        with ctx.lock:
+            h = ctx.handle
+        if isinstance(h, _Interruptible):
+            h.interrupt()
