@@ -1,0 +1,48 @@
+"""Settings, as a traitlets ``Configurable``: ``c.TTasks.max_workers = 4`` in
+``ipython_config.py``, or ``%config TTasks.max_workers = 4`` in a session."""
+from __future__ import annotations
+
+import os
+
+from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+from traitlets.config import Configurable
+
+
+class TTasks(Configurable):
+    """Background tasks (``%bg``) settings."""
+
+    max_workers = Int(
+        max(4, os.cpu_count() or 1),
+        help="How many tasks run at once; more wait in the queue (services do not count).",
+    ).tag(config=True)
+    max_services = Int(16, help="How many --service tasks may run at once.").tag(config=True)
+    queue_policy = CaselessStrEnum(
+        ["queue", "reject"],
+        default_value="queue",
+        help="When every worker is busy: 'queue' the task, or 'reject' it with an error.",
+    ).tag(config=True)
+    grace = Float(
+        2.0, help="Seconds between SIGTERM and SIGKILL when a task's processes are ended."
+    ).tag(config=True)
+    tail_chars = Int(65_536, help="Characters of each output stream kept in memory per task.").tag(config=True)
+    file_cap = Int(100 << 20, help="Bytes of each output stream kept in the task's output file.").tag(config=True)
+    notices = Bool(True, help="Print a one-line notice when a task's result arrives.").tag(config=True)
+    overwrite = Bool(
+        False,
+        help="Deliver into a name even if it was reassigned since the task was dispatched.",
+    ).tag(config=True)
+    widgets = Bool(True, help="Show live widgets when the frontend supports them (else text).").tag(config=True)
+    llm_model = Unicode("", help="Model for prompt tasks (default: $OPENAI_MODEL).").tag(config=True)
+    llm_base_url = Unicode("", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL).").tag(config=True)
+    llm_api_key_env = Unicode(
+        "OPENAI_API_KEY", help="NAME of the environment variable holding the API key (never the key)."
+    ).tag(config=True)
+    llm_system = Unicode("", help="System prompt for prompt tasks.").tag(config=True)
+    llm_temperature = Float(None, allow_none=True, help="Sampling temperature (server default if unset).").tag(
+        config=True
+    )
+    llm_timeout = Float(300.0, help="Seconds a prompt may take (also settable per task with --timeout).").tag(
+        config=True
+    )
+    llm_callable = Unicode("", help="'module:function' backend for prompts, instead of HTTP.").tag(config=True)
+    llm_max_concurrency = Int(32, help="Prompts running at once (they do not take worker slots).").tag(config=True)

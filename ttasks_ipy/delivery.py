@@ -1,0 +1,139 @@
+"""Delivery: finished results wait in an inbox and are written into ``user_ns`` on the main thread.
+
+The one writer of ``user_ns``. ``Inbox.put`` may be called from any thread
+(it is an event subscriber); ``Delivery.drain`` runs on the main thread only:
+at cell boundaries (``post_run_cell``), when the kernel is idle (a callback on
+the kernel's loop, skipped while a cell runs — ``await``ing cells included),
+and inside an explicit wait. A name reassigned since dispatch is not
+overwritten unless configured.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .core import Task, TaskState
+from .views import text
+
+_MISSING = object()
+
+
+@dataclass
+class Item:
+    """One thing to hand over: a finished task, or a service that became ready."""
+
+    kind: str  # 'final' | 'ready'
+    task: Task
+
+
+class Inbox:
+    """Thread-safe queue of items waiting for the main thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[Item] = collections.deque()
+
+    def put(self, item: Item) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def take(self, only: set[int] | None = None) -> list[Item]:
+        """Remove and return the items (only those of task ids in ``only`` if given)."""
+        with self._lock:
+            if only is None:
+                items, self._items = list(self._items), collections.deque()
+                return items
+            keep: collections.deque[Item] = collections.deque()
+            taken = []
+            for it in self._items:
+                (taken if it.task.id in only else keep).append(it)
+            self._items = keep
+            return taken
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def targets_at_dispatch(names: list[str], user_ns: dict[str, Any]) -> dict[str, Any]:
+    """What each target name holds now (to tell later whether the user reassigned it)."""
+    return {n: user_ns.get(n, _MISSING) for n in names}
+
+
+def values_to_deliver(task: Task) -> dict[str, Any]:
+    """The names and values a finished task hands over."""
+    meta = task.spec.meta
+    out = meta.get("out")
+    if task.kind == "bash" or meta.get("prompt"):
+        if out and task.has_value:
+            return {out: task.value}
+        return {}
+    if task.state is not TaskState.SUCCEEDED:
+        return {}
+    if out:
+        return {out: task.value}
+    if meta.get("expression"):
+        return {}
+    value = task.value
+    names = meta.get("names")
+    if isinstance(value, dict):
+        if names:
+            return {n: value[n] for n in names if n in value}
+        return dict(value)
+    return {}
+
+
+class Delivery:
+    """Writes inbox items into ``user_ns`` and reports them through ``show``.
+
+    ``show(task, line, at_boundary)`` prints a notice (inside a cell) or
+    updates the task's own display (kernel idle).
+    """
+
+    def __init__(
+        self,
+        user_ns: dict[str, Any],
+        inbox: Inbox,
+        show: Callable[[Task, str, bool], None],
+        *,
+        overwrite: Callable[[], bool],
+    ) -> None:
+        self.user_ns = user_ns
+        self.inbox = inbox
+        self.show = show
+        self.overwrite = overwrite
+        self.cell_running = False
+        #: the value delivery itself last wrote under each name (not a user's reassignment)
+        self._ours: dict[str, Any] = {}
+
+    def drain(self, *, at_boundary: bool, only: set[int] | None = None) -> list[Task]:
+        """Deliver what waits (main thread only); returns the tasks delivered."""
+        done = []
+        for item in self.inbox.take(only):
+            task = item.task
+            if item.kind == "ready":
+                self.show(task, text.ready_line(task), at_boundary)
+                continue
+            delivered, kept = self._write(task)
+            task.spec.meta["delivered"] = delivered
+            task.spec.meta["not_delivered"] = kept
+            self.show(task, text.notice(task, delivered, kept), at_boundary)
+            done.append(task)
+        return done
+
+    def _write(self, task: Task) -> tuple[list[str], list[str]]:
+        values = values_to_deliver(task)
+        before = task.spec.meta.get("targets", {})
+        delivered, kept = [], []
+        for name, value in values.items():
+            old = before.get(name, _MISSING)
+            now = self.user_ns.get(name, _MISSING)
+            if now is not old and now is not self._ours.get(name, _MISSING) and not self.overwrite():
+                kept.append(name)
+                continue
+            self.user_ns[name] = value
+            self._ours[name] = value
+            delivered.append(name)
+        return delivered, kept

@@ -1,0 +1,101 @@
+"""Loading and unloading the extension: one place that sets up and tears down (they mirror each other)."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .config import TTasks
+from .session import Session
+
+_sessions: dict[int, Session] = {}
+_HELP_LINE = re.compile(r"^(\s*)((?:[A-Za-z_][\w.]*\s*=\s*)?)%bg\b(.*\?)\s*$")
+
+
+def protect_help_lines(lines: list[str]) -> list[str]:
+    """Input transformer: keep ``%bg ... ?`` lines away from IPython's help syntax."""
+    out = []
+    for line in lines:
+        m = _HELP_LINE.match(line)
+        if m:
+            indent, assign, rest = m.groups()
+            line = f"{indent}{assign}get_ipython().run_line_magic('bg', {rest.strip()!r})\n"
+        out.append(line)
+    return out
+
+
+def session(shell: Any = None) -> Session:
+    """The session of ``shell`` (the running IPython by default); loads the extension if needed."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is None:
+            raise RuntimeError("ttasks_ipy needs a running IPython; use ttasks_ipy.core.Executor in scripts")
+    s = _sessions.get(id(shell))
+    if s is None:
+        load(shell)
+        s = _sessions[id(shell)]
+    return s
+
+
+def load(shell: Any) -> None:
+    """Register magics, cell hooks, the input transformer and the handle's display."""
+    if id(shell) in _sessions:
+        return
+    from .core import Task
+    from .magics import BgMagics
+
+    config = TTasks(parent=shell)
+    s = Session(shell, config)
+    _sessions[id(shell)] = s
+    shell.configurables.append(config)
+    shell.register_magics(BgMagics(shell, s))
+    shell.events.register("pre_run_cell", s.pre_run_cell)
+    shell.events.register("post_run_cell", s.post_run_cell)
+    shell.input_transformers_cleanup.insert(0, protect_help_lines)
+    shell.display_formatter.ipython_display_formatter.for_type(Task, _display_handle)
+
+
+def unload(shell: Any) -> None:
+    """Undo ``load``: cancel and end every task, unregister everything."""
+    s = _sessions.pop(id(shell), None)
+    if s is None:
+        return
+    from .core import Task
+
+    for event, fn in (("pre_run_cell", s.pre_run_cell), ("post_run_cell", s.post_run_cell)):
+        try:
+            shell.events.unregister(event, fn)
+        except ValueError:
+            pass
+    if protect_help_lines in shell.input_transformers_cleanup:
+        shell.input_transformers_cleanup.remove(protect_help_lines)
+    shell.display_formatter.ipython_display_formatter.type_printers.pop(Task, None)
+    if s.config in shell.configurables:
+        shell.configurables.remove(s.config)
+    magics = shell.magics_manager.magics
+    for kind in ("line", "cell"):
+        for name in ("bg", "bgraph"):
+            magics[kind].pop(name, None)
+    s.shutdown()
+
+
+def _display_handle(task: Any) -> bool:
+    """Display a task handle: nothing if ``%bg`` just showed it in this cell, else its status line."""
+    from IPython.display import display
+
+    from .views import text
+
+    s = _sessions.get(next(iter(_sessions), None)) if _sessions else None
+    if s is not None and s.shown_in_this_cell(task):
+        return True
+    display(_Plain(text.status_line(task)))
+    return True
+
+
+class _Plain:
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def __repr__(self) -> str:
+        return self.line

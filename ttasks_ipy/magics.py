@@ -1,0 +1,356 @@
+"""``%bg``: parse the user's words, call the engine, render. Bodies of the magics stay short.
+
+Grammar: ``%bg [OPTIONS] [--] BODY``. Only leading ``-...`` tokens are options
+(``--`` ends them); BODY is the rest of the line exactly as typed: ``!cmd`` is
+bash, ``?text`` a prompt, anything else Python. Actions (``--list``,
+``--cancel``, ``--wait``, ``--log``, ``--dashboard``) take names instead of a
+body and refuse dispatch options.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, kwds, magic_arguments
+
+from .core import BashRunner, PythonRunner, SpecError, TaskSpec, WaitTimeout, bind, compile_body
+from .core.errors import QueueFull, TaskError
+from .delivery import targets_at_dispatch
+from .session import Session
+from .syntax import expand_shell, expand_text, split_options
+from .views import text
+
+ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
+RESERVED = ("all", "any")
+
+
+def _seconds(label: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{label} takes seconds (a number), not {s!r}") from None
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{label} must be a positive number of seconds, not {s}")
+        return v
+
+    return parse
+
+
+def _count(label: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{label} takes a whole number, not {s!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{label} must be >= 0, not {v}")
+        return v
+
+    return parse
+
+
+def _nonneg(label: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{label} takes seconds (a number), not {s!r}") from None
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"{label} must be >= 0 seconds, not {s}")
+        return v
+
+    return parse
+
+
+def dispatch_options(fn: Any) -> Any:
+    """The option set shared by ``%bg``, ``%%bg`` (one decorator, STYLE 8)."""
+    decorators = [
+        kwds(add_help=False),
+        argument("-n", "--name", help="name the task (an identifier); unique among active tasks"),
+        argument("-o", "--out", help="deliver the expression's value (or a command's result) into VAR"),
+        argument("--timeout", type=_seconds("--timeout"), help="fail the task after S seconds"),
+        argument("--retries", type=_count("--retries"), default=0, help="run again up to N times after a failure"),
+        argument("--backoff", type=_nonneg("--backoff"), default=1.0, help="seconds before the first retry (doubles)"),
+        argument("--stall", type=_seconds("--stall"), help="mark the task stalled after S seconds without output"),
+        argument("--service", action="store_true", help="a long-running command: own limit, no stall detection"),
+        argument("--ready", metavar="PATTERN", help="with --service: regex of the output line that means ready"),
+        argument("--env", action="append", default=[], metavar="NAME=expr", help="environment variable for a command"),
+        argument("--cwd", metavar="DIR", help="working directory for a command"),
+        argument("--after", metavar="NAMES", help="wait for these tasks (comma-separated) to succeed first"),
+        argument("--replace", action="store_true", help="cancel an active task of the same name"),
+        argument("--quiet", action="store_true", help="show nothing when dispatching"),
+        argument("--process", action="store_true", help="run Python in a worker process"),
+        argument("--prompt", action="store_true", help="the body is an LLM prompt"),
+        argument("--model", help="model for a prompt"),
+        argument("--system", help="system prompt for a prompt"),
+        argument("--bash", action="store_true", help="(%%bg) the cell is a bash script"),
+        argument("--names", help="(%%bg) deliver only these names (comma-separated)"),
+    ]
+    for d in reversed(decorators):
+        fn = d(fn)
+    fn = magic_arguments()(fn)
+    fn.parser.allow_abbrev = False  # no abbreviations: --time is not --timeout
+    return fn
+
+
+def _action_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="%bg", allow_abbrev=False, add_help=False)
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--list", action="store_true")
+    g.add_argument("--cancel", nargs="*")
+    g.add_argument("--wait", nargs="*")
+    g.add_argument("--log", nargs=1)
+    g.add_argument("--dashboard", action="store_true")
+    p.add_argument("--timeout", type=_seconds("--timeout"))
+    p.add_argument("--tail", type=_count("--tail"))
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"%bg: {message}")
+
+
+@magics_class
+class BgMagics(Magics):
+    """The ``%bg`` and ``%%bg`` magics."""
+
+    def __init__(self, shell: Any, session: Session) -> None:
+        super().__init__(shell)
+        self.session = session
+        self._actions = _action_parser()
+
+    @no_var_expand
+    @dispatch_options
+    @line_cell_magic
+    def bg(self, line: str, cell: str | None = None) -> Any:
+        """Run a bash command (``!cmd``), a Python statement, or a prompt (``?text``) in the background.
+
+        ``%bg [OPTIONS] [--] BODY`` returns at once with the task's handle; the
+        result arrives in the namespace at the next idle moment, with a notice.
+        Actions: ``%bg --list``, ``--cancel NAME|ID|all``, ``--wait [NAME...|all|any] [--timeout S]``,
+        ``--log NAME [--tail N]``, ``--dashboard``.
+        """
+        try:
+            if cell is None and line.strip().split(None, 1)[:1] and line.split()[0] in ACTIONS:
+                return self._action(line)
+            return self._dispatch(line, cell)
+        except UsageError:
+            raise
+        except TaskError as e:
+            raise UsageError(f"%bg: {e}") from None
+
+    # ---- dispatch ------------------------------------------------------
+    def _dispatch(self, line: str, cell: str | None) -> Any:
+        parser = self.bg.parser
+        tokens, body = split_options(line, lambda opt: _takes_value(parser, opt))
+        for t in tokens:
+            if t.split("=", 1)[0] in ACTIONS:
+                raise UsageError(f"%bg: {t} is an action: use it alone, without dispatch options or a body")
+        try:
+            args = parser.parse_args(tokens)
+        except UsageError as e:
+            msg = str(e)
+            if msg.startswith("unrecognized arguments:"):
+                msg = f"unknown option {msg.split(':', 1)[1].strip()} (see %bg? for the options; -- ends them)"
+            raise UsageError(f"%bg: {msg}") from None
+        ns = self.shell.user_ns
+        if cell is not None:
+            if body:
+                raise UsageError(f"%%bg: the first line takes options only; found {body!r} (put code in the cell)")
+            return self._dispatch_cell(args, cell)
+        if not body:
+            raise UsageError("%bg: nothing to run: give a body (!command, a Python statement, or ?prompt)")
+        if args.bash or args.names:
+            raise UsageError("%bg: --bash and --names go with %%bg (the cell magic)")
+        name, out = self._names(args, ns)
+        if body.startswith("!") and not args.prompt:
+            command = body[1:].strip()
+            if not command:
+                raise UsageError("%bg: empty command after '!'")
+            runner = BashRunner(expand_shell(command, ns), env=self._env(args, ns), cwd=self._cwd(args, ns),
+                                grace=self.session.config.grace)
+            spec = self._spec(args, runner, name)
+            spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
+        elif body.startswith("?") or args.prompt:
+            raise UsageError("%bg: prompt tasks need an LLM backend, which this version does not have yet")
+        else:
+            self._refuse_command_options(args)
+            pybody = compile_body(body, self._filename())
+            if out and not pybody.is_expression:
+                raise UsageError(
+                    f"%bg: -o {out} takes the value of an expression, but the body is a statement: "
+                    "drop -o (assigned names are delivered) or give an expression"
+                )
+            if args.process:
+                raise UsageError("%bg: --process needs worker processes, which this version does not have yet")
+            runner = PythonRunner(pybody, bind(pybody, ns), ns)
+            spec = self._spec(args, runner, name)
+            targets = [out] if out else ([] if pybody.is_expression else list(pybody.assigns))
+            spec.meta.update(out=out, expression=pybody.is_expression, targets=targets_at_dispatch(targets, ns))
+        return self._submit(spec, args)
+
+    def _dispatch_cell(self, args: argparse.Namespace, cell: str) -> Any:
+        raise UsageError("%%bg: background cells are not available in this version yet")
+
+    def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
+        if args.ready and not args.service:
+            raise UsageError("%bg: --ready goes with --service")
+        return TaskSpec(
+            runner,
+            name=name,
+            timeout=args.timeout,
+            retries=args.retries,
+            backoff=args.backoff,
+            stall=args.stall,
+            service=args.service,
+            ready=expand_text(args.ready, self.shell.user_ns) if args.ready else None,
+        )
+
+    def _submit(self, spec: TaskSpec, args: argparse.Namespace) -> Any:
+        after = []
+        if args.after:
+            for key in expand_text(args.after, self.shell.user_ns).split(","):
+                key = key.strip()
+                dep = self.session.find(key)
+                if dep is None:
+                    raise UsageError(f"%bg: --after {key}: no such task (see %bg --list)")
+                after.append(dep)
+        try:
+            return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet)
+        except QueueFull as e:
+            raise UsageError(f"%bg: {e}") from None
+
+    def _names(self, args: argparse.Namespace, ns: dict[str, Any]) -> tuple[str | None, str | None]:
+        name = expand_text(args.name, ns) if args.name else None
+        out = expand_text(args.out, ns) if args.out else None
+        if name is not None and (not name.isidentifier() or name in RESERVED):
+            raise UsageError(f"%bg: -n {name!r}: a task name must be an identifier other than all/any")
+        if out is not None and not out.isidentifier():
+            raise UsageError(f"%bg: -o {out!r}: the target must be a Python name")
+        return name, out
+
+    def _env(self, args: argparse.Namespace, ns: dict[str, Any]) -> dict[str, str]:
+        env = {}
+        for item in args.env:
+            key, eq, expr = item.partition("=")
+            if not eq or not key.isidentifier():
+                raise UsageError(f"%bg: --env {item!r}: write NAME=expression")
+            try:
+                env[key] = str(eval(expr, ns))  # noqa: S307 - the user's own expression
+            except Exception as e:
+                raise UsageError(f"%bg: --env {key}={expr}: {type(e).__name__}: {e}") from None
+        return env
+
+    def _cwd(self, args: argparse.Namespace, ns: dict[str, Any]) -> str | None:
+        if not args.cwd:
+            return None
+        import os
+
+        cwd = os.path.expanduser(expand_text(args.cwd, ns))
+        if not os.path.isdir(cwd):
+            raise UsageError(f"%bg: --cwd {cwd!r} is not a directory")
+        return cwd
+
+    @staticmethod
+    def _refuse_command_options(args: argparse.Namespace) -> None:
+        for opt, v in (("--env", args.env), ("--cwd", args.cwd), ("--service", args.service), ("--ready", args.ready)):
+            if v:
+                raise UsageError(f"%bg: {opt} goes with a command (!...), not with Python")
+
+    def _filename(self) -> str:
+        self._counter = getattr(self, "_counter", 0) + 1
+        return f"<bg-{self.shell.execution_count}-{self._counter}>"
+
+    # ---- actions -------------------------------------------------------
+    def _action(self, line: str) -> Any:
+        try:
+            tokens = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%bg: {e}") from None
+        try:
+            a = self._actions.parse_args(tokens)
+        except UsageError as e:
+            msg = str(e)
+            if "unrecognized arguments" in msg:
+                extra = msg.split("unrecognized arguments:", 1)[1].strip()
+                raise UsageError(f"%bg: {extra} does not go with {tokens[0]} (actions take no dispatch options)") from None
+            raise
+        if a.list:
+            print(text.task_table(self.session.tasks()))
+            return None
+        if a.dashboard:
+            return self._dashboard()
+        if a.log:
+            task = self._find(a.log[0])
+            print(text.log_text(task, a.tail))
+            return None
+        if a.cancel is not None:
+            return self._cancel(a.cancel)
+        return self._wait(a.wait, a.timeout)
+
+    def _find(self, key: str) -> Any:
+        task = self.session.find(key)
+        if task is None:
+            known = ", ".join(t.label for t in self.session.tasks()[-8:]) or "none yet"
+            raise UsageError(f"%bg: no task {key!r} (known: {known}; see %bg --list)")
+        return task
+
+    def _targets(self, keys: list[str], verb: str) -> list[Any]:
+        if not keys:
+            raise UsageError(f"%bg --{verb}: name the tasks (a name, an id, several, or all)")
+        if keys == ["all"]:
+            return self.session.executor.active()
+        return [self._find(k) for k in keys]
+
+    def _cancel(self, keys: list[str]) -> None:
+        tasks = self._targets(keys, "cancel")
+        done = [t.label for t in tasks if t.cancel("cancelled by user")]
+        skipped = [t.label for t in tasks if t.label not in done]
+        msg = f"[bg] cancelled: {', '.join(done)}" if done else "[bg] nothing to cancel"
+        if skipped:
+            msg += f" (already finished: {', '.join(skipped)})"
+        print(msg)
+
+    def _wait(self, keys: list[str], timeout: float | None) -> None:
+        mode = "all"
+        if keys in ([], ["all"]):
+            tasks = self.session.executor.active()
+        elif keys == ["any"]:
+            tasks, mode = self.session.executor.active(), "any"
+        else:
+            tasks = [self._find(k) for k in keys]
+        if not tasks:
+            if mode == "all":  # nothing runs: hand over what already finished
+                self.session.delivery.drain(at_boundary=True)
+            return None
+        started = time.monotonic()
+        try:
+            self.session.wait(tasks, timeout=timeout, return_when=mode)
+            if keys in ([], ["all"]):
+                self.session.delivery.drain(at_boundary=True)
+        except WaitTimeout as e:
+            print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
+        except KeyboardInterrupt:
+            left = ", ".join(t.label for t in tasks if not t.done())
+            print(f"[bg] wait interrupted after {time.monotonic() - started:.1f}s; still running: {left}")
+        return None
+
+    def _dashboard(self) -> Any:
+        print(text.task_table(reversed(self.session.tasks())))
+        return None
+
+
+def _takes_value(parser: argparse.ArgumentParser, opt: str) -> bool | None:
+    action = parser._option_string_actions.get(opt)
+    if action is None:
+        return None
+    return action.nargs != 0
+
+
+__all__ = ["BgMagics", "SpecError"]

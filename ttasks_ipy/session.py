@@ -1,0 +1,192 @@
+"""The kernel side of one IPython session: the executor, the inbox, delivery, displays.
+
+One ``Session`` per shell, created by ``%load_ext`` and shut down by unload or
+at exit. It subscribes to the engine's events (terminal and READY events go to
+the inbox), runs delivery at cell boundaries and when the kernel is idle, and
+keeps each task's display so a result can update it in place.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Any
+
+from .config import TTasks
+from .core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
+from .core.pycode import CallRunner
+from .delivery import Delivery, Inbox, Item
+from .views import text
+
+log = logging.getLogger("ttasks_ipy")
+
+_FINAL = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.BLOCKED, EventKind.READY)
+
+
+class Session:
+    """Background tasks of one IPython shell."""
+
+    def __init__(self, shell: Any, config: TTasks) -> None:
+        self.shell = shell
+        self.config = config
+        self.executor = Executor(
+            max_workers=config.max_workers,
+            max_services=config.max_services,
+            queue_policy=config.queue_policy,
+            grace=config.grace,
+            tail_chars=config.tail_chars,
+            file_cap=config.file_cap,
+        )
+        self.inbox = Inbox()
+        self.delivery = Delivery(shell.user_ns, self.inbox, self._show, overwrite=lambda: self.config.overwrite)
+        self._displays: dict[int, Any] = {}
+        self._shown_in_cell: dict[int, int] = {}
+        self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
+        self.executor.add_wait_hook(self._after_wait)
+        config.observe(self._on_config, names=["max_workers", "max_services", "queue_policy", "grace"])
+        self._kernel = getattr(shell, "kernel", None)
+        atexit.register(self.shutdown)
+        self._closed = False
+
+    # ---- dispatch ------------------------------------------------------
+    def submit(self, spec: TaskSpec, *, replace: bool = False, after: list[Task] | None = None, quiet: bool = False) -> Task:
+        """Submit ``spec`` for this session and show its start line (unless ``quiet``)."""
+        spec.meta["session"] = id(self)
+        task = self.executor.submit(spec, replace=replace, after=after or ())
+        if not quiet:
+            self.display_task(task)
+        return task
+
+    def submit_call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
+        """The function form: ``bg(fn, *args, **kwargs)``."""
+        spec = TaskSpec(CallRunner(fn, args, kwargs))
+        spec.meta["expression"] = True
+        return self.submit(spec, quiet=True)
+
+    def wait(self, tasks: list[Task], timeout: float | None = None, return_when: str = "all") -> list[Task]:
+        """Wait for ``tasks`` (bounded); delivers what it waited for when on the main thread."""
+        return self.executor.wait(tasks, timeout=timeout, return_when=return_when)
+
+    # ---- displays ------------------------------------------------------
+    def display_task(self, task: Task) -> None:
+        """Show the task's own display in the current cell (a line with a display id)."""
+        from IPython.display import display
+
+        handle = display(_Line(text.start_line(task)), display_id=True)
+        if handle is not None:
+            self._displays[task.id] = handle
+        self._shown_in_cell[task.id] = getattr(self.shell, "execution_count", 0)
+
+    def shown_in_this_cell(self, task: Task) -> bool:
+        """Whether the dispatching magic already displayed ``task`` in the running cell."""
+        return self._shown_in_cell.get(task.id) == getattr(self.shell, "execution_count", -1)
+
+    def _show(self, task: Task, line: str, at_boundary: bool) -> None:
+        handle = self._displays.get(task.id)
+        if handle is not None:
+            try:
+                handle.update(_Line(line))
+            except Exception:  # a display that cannot be updated is no reason to lose the notice
+                log.debug("display update failed", exc_info=True)
+        if not self.config.notices:
+            return
+        if at_boundary or handle is None:
+            print(line)
+
+    # ---- events and delivery -------------------------------------------
+    def _on_event(self, ev: TaskEvent) -> None:
+        if ev.task.spec.meta.get("session") != id(self):
+            return
+        if ev.kind is EventKind.READY:
+            self.inbox.put(Item("ready", ev.task))
+        else:
+            self.inbox.put(Item("final", ev.task))
+        self._schedule_idle_drain()
+
+    def _schedule_idle_drain(self) -> None:
+        kernel = self._kernel
+        if kernel is not None:
+            loop = getattr(kernel, "io_loop", None)
+            if loop is not None:
+                try:
+                    loop.add_callback(self._idle_drain)
+                except RuntimeError:
+                    pass
+            return
+        app = getattr(getattr(self.shell, "pt_app", None), "app", None)
+        if app is not None and getattr(app, "is_running", False) and app.loop is not None:
+            app.loop.call_soon_threadsafe(self._terminal_drain)
+
+    def _idle_drain(self) -> None:
+        if self.delivery.cell_running or self._closed:
+            return
+        self.delivery.drain(at_boundary=False)
+
+    def _terminal_drain(self) -> None:
+        if self.delivery.cell_running or self._closed:
+            return
+        try:
+            from prompt_toolkit.application import run_in_terminal
+
+            run_in_terminal(lambda: self.delivery.drain(at_boundary=True))
+        except Exception:
+            log.debug("terminal delivery failed", exc_info=True)
+
+    def pre_run_cell(self, *_: Any) -> None:
+        self.delivery.cell_running = True
+
+    def post_run_cell(self, *_: Any) -> None:
+        self.delivery.cell_running = False
+        self.delivery.drain(at_boundary=True)
+
+    def _after_wait(self, done: list[Task]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            ids = {t.id for t in done if t.spec.meta.get("session") == id(self)}
+            if ids:
+                self.delivery.drain(at_boundary=True, only=ids)
+
+    def _on_config(self, change: dict[str, Any]) -> None:
+        name, value = change["name"], change["new"]
+        if name == "max_workers":
+            self.executor.set_max_workers(value)
+        else:
+            setattr(self.executor, name, value)
+
+    # ---- lookup --------------------------------------------------------
+    def find(self, key: str) -> Task | None:
+        """A task by id (``3``, ``#3``) or name."""
+        return self.executor.get(key)
+
+    def tasks(self) -> list[Task]:
+        """Every task of the session, oldest first."""
+        return self.executor.tasks()
+
+    # ---- ending --------------------------------------------------------
+    def shutdown(self) -> None:
+        """Cancel everything and end every process tree; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            atexit.unregister(self.shutdown)
+        except Exception:
+            pass
+        self._unsubscribe()
+        self.executor.remove_wait_hook(self._after_wait)
+        self.executor.shutdown()
+
+
+class _Line:
+    """A display object whose text/plain is one line."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def __repr__(self) -> str:
+        return self.line
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.line)
+
+
+__all__ = ["Session", "TaskState"]

@@ -1,0 +1,131 @@
+"""Plain-text rendering of tasks: start lines, notices, the ``--list`` table, logs.
+
+Used in terminal IPython, in frontends without widgets, and as every
+display's ``text/plain`` (stable: no live values in start lines).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..core import Task, TaskState
+
+MARK = {
+    TaskState.SUCCEEDED: "✓",
+    TaskState.FAILED: "✗",
+    TaskState.CANCELLED: "⊘",
+    TaskState.BLOCKED: "⊘",
+}
+
+
+def _short(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def title(task: Task) -> str:
+    """``fit`` or ``#3``, with ``→ r`` when it delivers into a name."""
+    out = task.spec.meta.get("out")
+    return task.label + (f" → {out}" if out else "")
+
+
+def start_line(task: Task) -> str:
+    """What ``%bg`` shows when it dispatches (stable text for saved notebooks)."""
+    verb = "queued" if task.state is TaskState.QUEUED and task.spec.meta.get("queued_at_start") else "started"
+    return f"[bg] {title(task)} {verb} ({task.kind}): {_short(task.spec.runner.describe())}"
+
+
+def duration(seconds: float) -> str:
+    """``0.25s``, ``12.3s``, ``4m05s``, ``1h02m``."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) -> str:
+    """The one-line notice of a finished task."""
+    delivered, kept = list(delivered), list(kept)
+    mark = MARK.get(task.state, "•")
+    head = f"[bg] {mark} {task.label}"
+    where = f" (see %bg --log {task.label})"
+    if task.state is TaskState.SUCCEEDED:
+        line = f"{head} finished in {duration(task.elapsed)}"
+        if delivered:
+            line += " → " + ", ".join(delivered)
+        elif task.kind == "python" and task.spec.meta.get("expression") and task.has_value:
+            line += ": " + _short(repr(task.value), 70)
+    elif task.state is TaskState.FAILED:
+        line = f"{head} failed after {duration(task.elapsed)}: {_short(task.error or task.reason or '', 90)}"
+        if delivered:
+            line += " → " + ", ".join(delivered)
+        line += where
+    elif task.state is TaskState.CANCELLED:
+        line = f"{head} cancelled after {duration(task.elapsed)} ({task.reason})"
+    elif task.state is TaskState.BLOCKED:
+        line = f"{head} never ran: {task.reason}"
+    else:
+        line = f"{head} is {task.status}"
+    if kept:
+        line += (
+            f"; not delivered: {', '.join(kept)} (reassigned since dispatch; "
+            f"the value stays on the handle: %bg --log {task.label})"
+        )
+    return line
+
+
+def ready_line(task: Task) -> str:
+    """The notice of a service that became ready."""
+    return f"[bg] ▶ {task.label} ready: {_short(task.ready_line or '', 80)}"
+
+
+def status_line(task: Task) -> str:
+    """A live one-line status (for reprs; not stable)."""
+    pct, msg = task.progress
+    extra = f" {pct:.0f}%" if pct is not None else ""
+    extra += f" {msg}" if msg else ""
+    return f"[bg] {title(task)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {_short(task.spec.runner.describe(), 50)}"
+
+
+def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
+    """The ``%bg --list`` table."""
+    rows = [("id", "name", "kind", "status", "elapsed", "reason")]
+    for t in tasks:
+        reason = t.reason if t.state.terminal and t.state is not TaskState.SUCCEEDED else ""
+        if t.state is TaskState.QUEUED and t.attempt:
+            reason = f"retry {t.attempt}/{t.spec.retries}"
+        rows.append(
+            (
+                str(t.id),
+                t.name or "",
+                t.kind,
+                t.status,
+                duration(t.elapsed) if t.started else "",
+                _short(reason or "", 50),
+            )
+        )
+    if len(rows) == 1:
+        return "[bg] no tasks"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def log_text(task: Task, tail: int | None = None) -> str:
+    """Output (stdout, then stderr marked) and the traceback of a task."""
+    parts: list[str] = [f"[bg] {task.label}: {task.status}" + (f" ({task.reason})" if task.reason else "")]
+    out = task.output
+    err = task.stderr
+    if tail is not None:
+        out = "\n".join(out.splitlines()[-tail:])
+        err = "\n".join(err.splitlines()[-tail:])
+    if out:
+        parts.append(out.rstrip("\n"))
+    if err:
+        parts.append("--- stderr ---\n" + err.rstrip("\n"))
+    if task.traceback:
+        parts.append(task.traceback.rstrip("\n"))
+    return "\n".join(parts)
+
+
