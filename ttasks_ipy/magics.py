@@ -279,7 +279,9 @@ class BgMagics(Magics):
             msg = str(e)
             if "unrecognized arguments" in msg:
                 extra = msg.split("unrecognized arguments:", 1)[1].strip()
-                raise UsageError(f"%bg: {extra} does not go with {tokens[0]} (actions take no dispatch options)") from None
+                raise UsageError(
+                    f"%bg: {extra} does not go with {tokens[0]} (actions take no dispatch options)"
+                ) from None
             raise
         if a.list:
             print(text.task_table(self.session.tasks()))

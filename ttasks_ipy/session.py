@@ -49,7 +49,9 @@ class Session:
         self._closed = False
 
     # ---- dispatch ------------------------------------------------------
-    def submit(self, spec: TaskSpec, *, replace: bool = False, after: list[Task] | None = None, quiet: bool = False) -> Task:
+    def submit(
+        self, spec: TaskSpec, *, replace: bool = False, after: list[Task] | None = None, quiet: bool = False
+    ) -> Task:
         """Submit ``spec`` for this session and show its start line (unless ``quiet``)."""
         spec.meta["session"] = id(self)
         task = self.executor.submit(spec, replace=replace, after=after or ())

@@ -97,7 +97,13 @@ def _evaluate(expr: str, namespace: Mapping[str, Any]) -> Any:
         raise SpecError(f"{{{expr}}} failed: {type(e).__name__}: {e}") from None
 
 
-def _scan(text: str, namespace: Mapping[str, Any], emit: Callable[[str, Any, str], str], literal: Callable[[str], None], dollar: bool) -> None:
+def _scan(
+    text: str,
+    namespace: Mapping[str, Any],
+    emit: Callable[[str, Any, str], str],
+    literal: Callable[[str], None],
+    dollar: bool,
+) -> None:
     """Walk ``text``, calling ``literal(piece)`` for plain text and ``emit(kind, value, source)`` for each expansion."""
     i, n = 0, len(text)
     start = 0
@@ -144,8 +150,6 @@ def _scan(text: str, namespace: Mapping[str, Any], emit: Callable[[str, Any, str
                 i = m.end()
                 start = i
                 continue
-        literal_char = c
-        del literal_char
         i += 1
     literal(text[start:])
 

@@ -15,8 +15,8 @@ import os
 import selectors
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .context import RunContext
 from .errors import CommandFailed, TaskCancelled
@@ -104,6 +104,7 @@ class BashRunner(Runner):
             )
             ctx.handle = proc
             ctx.sid = proc.pid
+            ctx.task.pid = proc.pid
         executor.reaper.register(proc.pid)
         try:
             _pump(proc, ctx)

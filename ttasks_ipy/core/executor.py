@@ -21,9 +21,10 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .backends import Backend, ThreadBackend
 from .context import RunContext
@@ -148,7 +149,8 @@ class Executor:
                     "wait, cancel a task, or raise max_workers"
                 )
             tid = next(self._ids)
-            task = Task(self, tid, spec, TaskOutput(self.output_dir / str(tid), tail_chars=self.tail_chars, file_cap=self.file_cap))
+            output = TaskOutput(self.output_dir / str(tid), tail_chars=self.tail_chars, file_cap=self.file_cap)
+            task = Task(self, tid, spec, output)
             self._tasks[tid] = task
             if spec.name is not None:
                 self._by_name[spec.name] = task
@@ -282,7 +284,7 @@ class Executor:
             if ctx.cancelled:
                 self._end_attempt(ctx, TaskState.CANCELLED, reason="cancelled")
             else:
-                tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+                tb = _user_traceback(e)
                 self._end_attempt(ctx, TaskState.FAILED, exception=e, tb=tb, reason=f"{type(e).__name__}: {e}")
         else:
             self._end_attempt(ctx, TaskState.SUCCEEDED, value=value, has_value=True, reason="succeeded")
@@ -421,7 +423,8 @@ class Executor:
         if quiet >= stall and not task.stalled:
             task.stalled = True
             self._publish(TaskEvent(EventKind.STALLED, task, ctx.attempt, data={"stalled": True, "quiet": quiet}))
-        self.timers.schedule(max(stall - quiet, stall / 4) if quiet < stall else stall / 2, lambda: self._check_stall(ctx))
+        again = max(stall - quiet, stall / 4) if quiet < stall else stall / 2
+        self.timers.schedule(again, lambda: self._check_stall(ctx))
 
     # ---- cancel and timeout --------------------------------------------
     def cancel(self, task: Task, reason: str = "cancelled") -> bool:
@@ -585,3 +588,14 @@ class Executor:
     def _publish(self, ev: TaskEvent | None) -> None:
         if ev is not None:
             self.bus.publish(ev)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_traceback(e: BaseException) -> str:
+    """The traceback of ``e`` without the engine's own frames at the top."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb))

@@ -15,8 +15,9 @@ import ctypes
 import inspect
 import linecache
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from . import capture
 from .context import RunContext

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .context import current_task
 from .errors import (
@@ -75,8 +76,8 @@ class Task:
         self.ready_line: str | None = None
         #: names of tasks that kept this one from running (graphs)
         self.blocked_by: list[str] = []
-        #: the attempt of a cancelled thread task whose code is still running
-        self.lingering = False
+        #: pid of the attempt's process (session leader), for commands and worker processes
+        self.pid: int | None = None
 
     # ---- reading -------------------------------------------------------
     @property
@@ -108,7 +109,11 @@ class Task:
 
     @property
     def result(self) -> Any:
-        """The task's value. Raises ``TaskNotDone`` while it runs, ``TaskCancelled``/``TaskFailed`` when it has no value."""
+        """The task's value.
+
+        Raises ``TaskNotDone`` while it runs, ``TaskCancelled`` or ``TaskFailed``
+        when it ended without a value.
+        """
         state = self.state
         if not state.terminal:
             raise TaskNotDone(f"task {self.label} is {self.status}: wait for it first (h.wait(timeout))")

@@ -86,7 +86,8 @@ def status_line(task: Task) -> str:
     pct, msg = task.progress
     extra = f" {pct:.0f}%" if pct is not None else ""
     extra += f" {msg}" if msg else ""
-    return f"[bg] {title(task)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {_short(task.spec.runner.describe(), 50)}"
+    what = _short(task.spec.runner.describe(), 50)
+    return f"[bg] {title(task)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {what}"
 
 
 def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
@@ -109,7 +110,7 @@ def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
     if len(rows) == 1:
         return "[bg] no tasks"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def log_text(task: Task, tail: int | None = None) -> str:
