@@ -1,0 +1,326 @@
+"""The child side of ``--process`` tasks: the wire protocol and the worker process's loop.
+
+A ``WorkerPool`` (``workers.py``) starts ``python -m ttasks_ipy.core.worker_main FD``
+in a session of its own; FD is the worker's end of a Unix socket pair. SIGINT
+is ignored (the kernel's Interrupt button must never reach a worker), stdin is
+``/dev/null`` (``input()`` fails at once), and between jobs file descriptors 1
+and 2 point at ``/dev/null``.
+
+Wire protocol, both directions: frames of an 8-byte big-endian length and a
+pickled ``dict`` with an ``op`` key.
+
+kernel -> worker
+    ``run``: ``source``, ``filename``, ``first_line``, ``inputs`` (name -> cloudpickled
+    bytes), ``cwd``, ``path`` (``sys.path``), ``env``, ``label``. Two file
+    descriptors ride on the frame's length header (``SCM_RIGHTS``): the write
+    ends of this job's stdout and stderr pipes. The worker puts them on fds 1
+    and 2 for the job, so ``print``, C code and ``os.system`` are all captured,
+    and closes them when the job ends: the kernel sees end-of-file exactly at
+    the job boundary.
+
+worker -> kernel
+    ``ready`` (once, after start-up), ``progress`` (``percent``, ``message``;
+    coalesced to at most one per 50 ms, the last one always sent), then one
+    reply per job: ``done`` (``value``: cloudpickled), ``error`` (``type``,
+    ``message``, ``traceback`` text with the body's own line numbers,
+    ``exception``: cloudpickled or None) or ``failed`` (``stage``: 'input',
+    'compile' or 'result'; ``message``: one line).
+
+The worker exits when the kernel's end of the socket closes (the kernel
+exited or was killed) or on SIGTERM.
+"""
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+HEADER = struct.Struct(">Q")
+#: at most one progress message per this many seconds (the latest wins)
+PROGRESS_INTERVAL = 0.05
+
+
+class Channel:
+    """Length-prefixed pickled frames over a stream socket; ``send`` is thread-safe."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+
+    def send(self, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+        """Send one frame, with ``fds`` attached to its header. Raises ``OSError`` if the peer is gone."""
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        header = HEADER.pack(len(data))
+        with self._send_lock:
+            if fds:
+                sent = socket.send_fds(self.sock, [header], list(fds))
+                if sent < len(header):
+                    self.sock.sendall(header[sent:])
+            else:
+                self.sock.sendall(header)
+            self.sock.sendall(data)
+
+    def recv(self) -> tuple[dict[str, Any], list[int]]:
+        """Block for one frame; returns it with any attached fds. Raises ``EOFError`` when the peer closed."""
+        header, fds, _flags, _addr = socket.recv_fds(self.sock, HEADER.size, 4)
+        if not header:
+            raise EOFError("the kernel closed the channel")
+        if len(header) < HEADER.size:
+            header += self._exact(HEADER.size - len(header))
+        (n,) = HEADER.unpack(header)
+        return pickle.loads(self._exact(n)), fds
+
+    def _exact(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if not k:
+                raise EOFError("the kernel closed the channel mid-frame")
+            got += k
+        return bytes(buf)
+
+
+class FrameReader:
+    """Incremental parser for the kernel side, fed whatever ``recv`` returned."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add ``data``; return the frames now complete."""
+        self._buf += data
+        out = []
+        while len(self._buf) >= HEADER.size:
+            (n,) = HEADER.unpack_from(self._buf)
+            end = HEADER.size + n
+            if len(self._buf) < end:
+                break
+            out.append(pickle.loads(memoryview(self._buf)[HEADER.size:end]))
+            del self._buf[:end]
+        return out
+
+
+class WorkerContext:
+    """What ``current_task()`` returns inside a worker process.
+
+    ``progress`` reaches the task in the kernel. Cancellation is not
+    cooperative here: the kernel ends the whole process, so ``cancelled`` is
+    always False and ``check`` does nothing.
+    """
+
+    process = True
+    cancelled = False
+
+    def __init__(self, channel: Channel, label: str) -> None:
+        self.label = label
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._pending: tuple[float | None, str | None] | None = None
+        self._last_sent = 0.0
+
+    def check(self) -> None:
+        """Nothing to check: a cancelled worker process is ended from outside."""
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep (a cancel ends the process)."""
+        time.sleep(seconds)
+
+    def output(self, stream: str, text: str) -> None:
+        """Write ``text`` to the job's ``stream`` ('stdout' or 'stderr')."""
+        f = sys.stderr if stream == "stderr" else sys.stdout
+        f.write(text)
+        f.flush()
+
+    def progress(self, percent: float | None = None, message: str | None = None) -> None:
+        """Report progress to the kernel (coalesced; the latest report always arrives)."""
+        with self._lock:
+            self._pending = (percent, message)
+            if time.monotonic() - self._last_sent < PROGRESS_INTERVAL:
+                return
+            self._send_locked()
+
+    def flush(self) -> None:
+        """Send a progress report held back by coalescing."""
+        with self._lock:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        if self._pending is None:
+            return
+        percent, message = self._pending
+        self._pending = None
+        self._last_sent = time.monotonic()
+        try:
+            self._channel.send({"op": "progress", "percent": percent, "message": message})
+        except OSError:
+            pass
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _type_name(obj: Any) -> str:
+    t = type(obj)
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def _remote_traceback(e: BaseException, filename: str) -> str:
+    """The traceback text from the body's first frame on (the worker's own frames left out)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
+
+
+def _pickle_result(value: Any, is_expression: bool) -> dict[str, Any]:
+    import cloudpickle
+
+    try:
+        return {"op": "done", "value": cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)}
+    except Exception as e:
+        err: BaseException = e
+    what = f"the value is a {_type_name(value)}"
+    if not is_expression and isinstance(value, dict):
+        for name, v in value.items():
+            try:
+                cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as inner:
+                what, err = f"{name!r} is a {_type_name(v)}", inner
+                break
+    return {
+        "op": "failed",
+        "stage": "result",
+        "message": f"the result cannot be sent back from the worker process: {what} ({_one_line(err)})",
+    }
+
+
+def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job in this process; returns the reply (never raises for the body's errors)."""
+    import cloudpickle
+
+    from . import context
+    from .pycode import compile_body
+
+    try:
+        os.chdir(job["cwd"])
+    except OSError as e:
+        return {"op": "failed", "stage": "input", "message": f"cannot enter the kernel's directory: {_one_line(e)}"}
+    sys.path[:] = job["path"]
+    os.environ.clear()
+    os.environ.update(job["env"])
+    g: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
+    for name, data in job["inputs"].items():
+        try:
+            g[name] = cloudpickle.loads(data)
+        except Exception as e:
+            return {
+                "op": "failed",
+                "stage": "input",
+                "message": f"cannot receive {name!r} in the worker process: {_one_line(e)}",
+            }
+    try:
+        body = compile_body(job["source"], job["filename"], first_line=job["first_line"])
+    except Exception as e:
+        return {"op": "failed", "stage": "compile", "message": str(e)}
+    wctx = WorkerContext(channel, job.get("label", ""))
+    token = context._current.set(wctx)  # type: ignore[arg-type]  # duck-typed RunContext
+    try:
+        value = eval(body.code, g)
+        if body.is_async:
+            value = asyncio.run(value)
+    except BaseException as e:  # the body's own failure, whatever it is
+        try:
+            exc_data: bytes | None = cloudpickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            exc_data = None
+        return {
+            "op": "error",
+            "type": _type_name(e),
+            "message": str(e),
+            "traceback": _remote_traceback(e, body.filename),
+            "exception": exc_data,
+        }
+    finally:
+        context._current.reset(token)
+        wctx.flush()
+    if not body.is_expression:
+        value = {n: g[n] for n in body.assigns if n in g}
+    return _pickle_result(value, body.is_expression)
+
+
+def _flush_std() -> None:
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def run_job(channel: Channel, job: dict[str, Any], fds: list[int], devnull: int) -> None:
+    """Put the job's pipes on fds 1 and 2, run it, restore ``/dev/null``, reply."""
+    _flush_std()
+    out_fd, err_fd = fds[0], fds[1]
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    for fd in fds:
+        os.close(fd)
+    try:
+        reply = execute(channel, job)
+    finally:
+        _flush_std()
+        os.dup2(devnull, 1)  # closes this process's last write ends: the kernel sees EOF
+        os.dup2(devnull, 2)
+    channel.send(reply)
+
+
+def main(argv: list[str]) -> int:
+    """The worker's loop: announce readiness, then run jobs until the kernel closes the channel."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    fd = int(argv[1])
+    os.set_inheritable(fd, False)  # children of a job must not hold the channel open
+    channel = Channel(socket.socket(fileno=fd))
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for std in (sys.stdout, sys.stderr):
+        try:
+            std.reconfigure(write_through=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)  # start-up errors went to the kernel's pipe; from here on, jobs own fd 2
+    try:
+        channel.send({"op": "ready", "pid": os.getpid()})
+    except OSError:
+        return 1
+    while True:
+        try:
+            msg, fds = channel.recv()
+        except (EOFError, OSError):
+            return 0
+        if msg.get("op") == "run" and len(fds) >= 2:
+            try:
+                run_job(channel, msg, fds, devnull)
+            except OSError:
+                return 0  # the kernel went away while we replied
+        else:
+            for extra in fds:
+                os.close(extra)
+            if msg.get("op") == "exit":
+                return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,761 @@
+"""Python tasks in worker processes (``--process``): ``WorkerPool``, ``ProcessRunner``, ``check_picklable``.
+
+Why ``subprocess.Popen`` and not ``multiprocessing``: a kernel is threaded, so
+forking it is unsafe; ``Popen`` execs a fresh interpreter straight after the
+fork (in C, no Python code in between), starts it in a session of its own
+(``start_new_session``: the kernel's Interrupt, sent to the kernel's process
+group, never reaches a worker, and cancel ends the worker's whole tree), and
+gives us plain descriptors to pass: one Unix socket per worker for messages,
+and for each job a fresh stdout and stderr pipe sent over that socket, so
+output written by C code and ``os.system`` is captured too and ends exactly at
+the job boundary. ``concurrent.futures.ProcessPoolExecutor`` is not used:
+killing one of its workers breaks every task of the pool.
+
+Pool state, in prose: a worker is either idle (in ``_idle``, most recently
+used last) or busy (in ``_busy``, held by one task). ``acquire`` takes an idle
+live worker, or starts one while fewer than ``size`` exist, or waits (bounded,
+and giving up when the task is cancelled). ``release`` puts a healthy worker
+back; a dead or killed one is discarded, its session ended and forgotten by
+the reaper, and a fresh worker is started in its place, so the next task does
+not pay the start-up. Only the task that was running on a dead worker fails.
+
+Errors raised here (they belong in ``errors.py``; see the report)::
+
+    TaskError
+     ├── SpecError          an input cannot be sent ("cannot send 'lock' to a worker process: ...")
+     ├── WorkerDied         the worker process ended while running the task (killed, crashed)
+     ├── ResultError        the result cannot come back ("... 'g' is a generator (...)")
+     └── RemoteError        the body raised an exception that cannot be rebuilt in the kernel
+
+When the body raises, the kernel re-raises the body's own exception if it can
+be unpickled, else a ``RemoteError``; either way it carries the remote
+traceback text (``remote_traceback``, line numbers of the cell) and has a
+``RemoteTraceback`` holding that text as its ``__cause__``.
+"""
+from __future__ import annotations
+
+import codecs
+import linecache
+import logging
+import os
+import pickle
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from .bash import describe_exit
+from .context import RunContext
+from .errors import SpecError, TaskCancelled, TaskError
+from .procs import signal_tree, terminate_tree, tree_alive
+from .pycode import PyBody
+from .reaper import Reaper
+from .spec import Runner
+from .timers import Timers
+from .worker_main import Channel, FrameReader
+
+log = logging.getLogger("ttasks_ipy")
+
+#: bytes of pickled inputs checked (and kept) at dispatch; larger values are pickled in the run
+DEFAULT_BUDGET = 10_000_000
+#: how long to keep reading a job's pipes after its reply (or the worker's death)
+DRAIN_SECONDS = 0.25
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+# ---- errors ------------------------------------------------------------
+class WorkerDied(TaskError):
+    """The worker process ended while running the task (killed from outside, crashed, failed to start)."""
+
+
+class ResultError(TaskError):
+    """The task's result cannot be sent back from the worker process (or loaded in the kernel)."""
+
+
+class RemoteError(TaskError):
+    """An exception raised by the body that cannot be rebuilt in the kernel.
+
+    ``str()`` is ``'ZeroDivisionError: division by zero'`` style; ``type_name``
+    names the remote type, ``remote_traceback`` is the traceback text.
+    """
+
+    def __init__(self, message: str, type_name: str, remote_traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of a re-raised remote exception: its ``str`` is the traceback text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "in the worker process:\n" + self.text.rstrip("\n")
+
+
+# ---- inputs ------------------------------------------------------------
+class _OverBudget(Exception):
+    pass
+
+
+class _CappedBuffer:
+    """A write-only file that refuses to grow past ``cap`` bytes."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        if self.size > self.cap:
+            raise _OverBudget
+        self.chunks.append(bytes(data))
+        return n
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+def _cannot_send(name: str, e: BaseException) -> SpecError:
+    return SpecError(f"cannot send {name!r} to a worker process: {_one_line(e)}")
+
+
+@dataclass
+class Inputs:
+    """The bound names on their way to a worker: pickled ones, and values too big to pickle at dispatch."""
+
+    pickled: dict[str, bytes]
+    deferred: dict[str, Any]
+
+    def complete(self) -> dict[str, bytes]:
+        """Pickle what was deferred (call it off the main thread); raises ``SpecError`` naming the variable."""
+        for name in list(self.deferred):
+            try:
+                self.pickled[name] = cloudpickle.dumps(self.deferred[name], protocol=_PROTOCOL)
+            except Exception as e:
+                raise _cannot_send(name, e) from None
+            del self.deferred[name]
+        return self.pickled
+
+    @property
+    def size(self) -> int:
+        """Bytes pickled so far."""
+        return sum(len(b) for b in self.pickled.values())
+
+
+def check_picklable(bound: Mapping[str, Any], budget_bytes: int = DEFAULT_BUDGET) -> Inputs:
+    """Pickle the values of ``bound`` now, up to ``budget_bytes`` in all; the rest is deferred.
+
+    Raises ``SpecError("cannot send 'lock' to a worker process: TypeError: ...")``
+    for the first value that cannot be pickled within the budget. A value
+    whose pickle would pass the remaining budget is left for
+    ``Inputs.complete()``, which the run calls on its own thread. Each value
+    is pickled on its own: two names bound to one object arrive as two copies.
+    """
+    pickled: dict[str, bytes] = {}
+    deferred: dict[str, Any] = {}
+    left = budget_bytes
+    for name in sorted(bound):
+        value = bound[name]
+        buf = _CappedBuffer(left)
+        try:
+            cloudpickle.dump(value, buf, protocol=_PROTOCOL)
+        except _OverBudget:
+            deferred[name] = value
+            continue
+        except Exception as e:
+            raise _cannot_send(name, e) from None
+        pickled[name] = b"".join(buf.chunks)
+        left -= buf.size
+    return Inputs(pickled, deferred)
+
+
+# ---- one worker process --------------------------------------------------
+def _package_parent() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class WorkerProcess:
+    """The kernel's handle on one worker process: its ``Popen``, channel and health."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = _package_parent()
+        extra = os.environ.get("PYTHONPATH")
+        env = {
+            **os.environ,
+            "PYTHONPATH": root + (os.pathsep + extra if extra else ""),
+            "PYTHONUNBUFFERED": "1",
+        }
+        started = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                [pool.python, "-m", "ttasks_ipy.core.worker_main", str(child.fileno())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # start-up errors only; the worker closes it when ready
+                pass_fds=(child.fileno(),),
+                start_new_session=True,
+                close_fds=True,
+                cwd=root,  # `-m` puts the cwd first on sys.path: never the user's directory
+                env=env,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.spawned = started
+        self.pid = self.proc.pid
+        self.channel = Channel(parent)
+        self._reader = FrameReader()
+        #: set once the worker said it is ready
+        self.ready = False
+        #: seconds from ``Popen`` to the ready message (None until then)
+        self.startup: float | None = None
+        #: set when the worker must not be reused (killed, died, recycled)
+        self.broken = False
+        self.jobs = 0
+        self._gone = False
+
+    def __repr__(self) -> str:
+        state = "broken" if self.broken else ("ready" if self.ready else "starting")
+        return f"<WorkerProcess pid={self.pid} {state} jobs={self.jobs}>"
+
+    def alive(self) -> bool:
+        """True while the process runs and may take a job."""
+        return not self.broken and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """End the worker's whole session: SIGTERM now, SIGKILL after the grace period; returns at once."""
+        self.broken = True
+        pool = self._pool
+        terminate_tree(self.pid, pool.grace, pool.timers, self._forget)
+
+    def _forget(self) -> None:
+        if not self._gone:
+            self._gone = True
+            self._pool.reaper.forget(self.pid)
+
+    def close(self) -> None:
+        """Release the kernel's end of the channel (the worker exits on its own when idle)."""
+        try:
+            self.channel.sock.close()
+        except OSError:
+            pass
+        if self.proc.stderr is not None:
+            try:
+                self.proc.stderr.close()
+            except OSError:
+                pass
+
+    # ---- one job ------------------------------------------------------
+    def run_job(self, job: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+        """Send ``job``, stream its output into ``ctx``, return the reply; ``WorkerDied`` if the process ended."""
+        self.jobs += 1
+        r_out, w_out = os.pipe()
+        r_err, w_err = os.pipe()
+        try:
+            try:
+                self.channel.send(job, fds=(w_out, w_err))
+            except OSError:
+                sent = False
+            else:
+                sent = True
+            finally:
+                os.close(w_out)
+                os.close(w_err)
+            reply = self._pump(ctx, r_out, r_err) if sent else None
+        finally:
+            os.close(r_out)
+            os.close(r_err)
+        if reply is None:
+            raise self._died()
+        return reply
+
+    def _pump(self, ctx: RunContext, r_out: int, r_err: int) -> dict[str, Any] | None:
+        """Read channel and pipes until the reply has come and the pipes closed (or a short drain)."""
+        sock = self.channel.sock
+        sel = selectors.DefaultSelector()
+        sel.register(sock, selectors.EVENT_READ, "chan")
+        decoders = {}
+        for stream, fd in (("stdout", r_out), ("stderr", r_err)):
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ, stream)
+            decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        open_pipes = 2
+        reply: dict[str, Any] | None = None
+        ended = False  # the reply came or the channel closed
+        drain_until: float | None = None
+        try:
+            while open_pipes or not ended:
+                timeout = None
+                if drain_until is not None:
+                    timeout = drain_until - time.monotonic()
+                    if timeout <= 0:
+                        break
+                for key, _ in sel.select(timeout):
+                    if key.data == "chan":
+                        try:
+                            data = sock.recv(1 << 20)
+                        except OSError:
+                            data = b""
+                        if not data:
+                            ended = True
+                            self.broken = True
+                        else:
+                            for msg in self._reader.feed(data):
+                                if self._handle(msg, ctx):
+                                    reply, ended = msg, True
+                        if ended:
+                            sel.unregister(sock)
+                            drain_until = time.monotonic() + DRAIN_SECONDS
+                        continue
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        open_pipes -= 1
+                        continue
+                    text = decoders[key.data].decode(chunk)
+                    if text:
+                        ctx.output(key.data, text)
+            for stream, dec in decoders.items():
+                tail = dec.decode(b"", final=True)
+                if tail:
+                    ctx.output(stream, tail)
+        finally:
+            sel.close()
+        return reply
+
+    def _handle(self, msg: dict[str, Any], ctx: RunContext) -> bool:
+        """Act on one frame from the worker; True if it is the job's reply."""
+        op = msg.get("op")
+        if op == "ready":
+            self.ready = True
+            self.startup = time.monotonic() - self.spawned
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+            return False
+        if op == "progress":
+            ctx.progress(msg.get("percent"), msg.get("message"))
+            return False
+        return op in ("done", "error", "failed")
+
+    def _died(self) -> WorkerDied:
+        """The error for a worker that ended mid-job (reaps it, bounded)."""
+        self.broken = True
+        try:
+            code = self.proc.wait(timeout=self._pool.grace + 1.0)
+        except subprocess.TimeoutExpired:
+            return WorkerDied(f"lost contact with worker process {self.pid} while it ran the task")
+        if not self.ready:
+            detail = ""
+            if self.proc.stderr is not None and not self.proc.stderr.closed:
+                try:
+                    os.set_blocking(self.proc.stderr.fileno(), False)
+                    err = (self.proc.stderr.read() or b"").decode("utf-8", "replace").strip()
+                except (OSError, ValueError):
+                    err = ""
+                if err:
+                    detail = ": " + err.splitlines()[-1]
+            return WorkerDied(f"worker process {self.pid} failed to start ({describe_exit(code)}){detail}")
+        return WorkerDied(f"worker process {self.pid} died while running the task ({describe_exit(code)})")
+
+
+# ---- the pool --------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolStats:
+    """A snapshot of a ``WorkerPool``."""
+
+    size: int
+    idle: int
+    busy: int
+    #: workers started since the pool was made
+    started: int
+    #: workers discarded because they died, were killed or recycled
+    replaced: int
+    #: the last measured start-up time (Popen to ready), seconds
+    last_startup: float | None
+
+
+class WorkerPool:
+    """Worker processes for ``--process`` tasks: at most ``size`` at once, started on demand and reused.
+
+    ``grace`` is the SIGTERM-to-SIGKILL delay on cancel. Each worker's session
+    is registered with ``reaper`` (the executor's, so workers end when the
+    kernel is killed; a private one when None) and ended with ``timers`` (a
+    private ``Timers`` when None). Call ``shutdown()`` before the executor's.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        grace: float = 2.0,
+        reaper: Reaper | None = None,
+        timers: Timers | None = None,
+        acquire_timeout: float = 600.0,
+        python: str | None = None,
+    ) -> None:
+        if not isinstance(size, int) or size < 1:
+            raise SpecError(f"a worker pool needs size >= 1, not {size!r}")
+        self.size = size
+        self.grace = grace
+        self.acquire_timeout = acquire_timeout
+        self.python = python or sys.executable
+        self._own_reaper = reaper is None
+        self.reaper = reaper or Reaper(grace)
+        self._own_timers = timers is None
+        self.timers = timers or Timers("ttasks-workers")
+        self._cond = threading.Condition()
+        self._idle: list[WorkerProcess] = []
+        self._busy: set[WorkerProcess] = set()
+        self._starting = 0  # slots reserved by a spawn in progress
+        self._started = 0
+        self._replaced = 0
+        self._last_startup: float | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return f"<WorkerPool size={s.size} idle={s.idle} busy={s.busy}>"
+
+    # ---- starting -------------------------------------------------------
+    def _spawn(self) -> WorkerProcess:
+        w = WorkerProcess(self)
+        self.reaper.register(w.pid)
+        with self._cond:
+            self._started += 1
+        return w
+
+    def prestart(self, n: int | None = None) -> None:
+        """Start workers now (up to ``n``, default ``size``) without waiting for them to be ready."""
+        want = min(self.size, self.size if n is None else n)
+        while True:
+            with self._cond:
+                if self._closed or len(self._idle) + len(self._busy) + self._starting >= want:
+                    return
+                self._starting += 1
+            try:
+                w = self._spawn()
+            finally:
+                with self._cond:
+                    self._starting -= 1
+            with self._cond:
+                self._idle.insert(0, w)
+                self._cond.notify()
+
+    def resize(self, size: int) -> None:
+        """Change the number of workers allowed (follow the executor's ``max_workers``)."""
+        if size < 1:
+            raise SpecError(f"a worker pool needs size >= 1, not {size!r}")
+        with self._cond:
+            self.size = size
+            surplus = self._idle[: max(0, len(self._idle) + len(self._busy) - size)]
+            del self._idle[: len(surplus)]
+            self._cond.notify_all()
+        for w in surplus:
+            self._discard(w)
+
+    # ---- using ------------------------------------------------------------
+    def acquire(self, timeout: float | None = None, cancelled: Callable[[], bool] | None = None) -> WorkerProcess:
+        """A worker for one job (maybe still starting). Waits at most ``timeout`` (default ``acquire_timeout``).
+
+        Raises ``TaskCancelled`` if ``cancelled()`` turns true while waiting,
+        ``WorkerDied`` if no worker became free in time or the pool is shut down.
+        """
+        limit = self.acquire_timeout if timeout is None else timeout
+        end = time.monotonic() + limit
+        dead: list[WorkerProcess] = []
+        try:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        raise WorkerDied("the worker pool is shut down")
+                    while self._idle:
+                        w = self._idle.pop()
+                        if w.alive():
+                            self._busy.add(w)
+                            return w
+                        dead.append(w)
+                    if len(self._busy) + self._starting < self.size:
+                        self._starting += 1
+                        break
+                    if cancelled is not None and cancelled():
+                        raise TaskCancelled("cancelled while waiting for a worker process")
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise WorkerDied(
+                            f"no worker process became free in {limit:g}s (all {self.size} busy): "
+                            "cancel a --process task or resize the pool"
+                        )
+                    self._cond.wait(min(left, 0.1))
+        finally:
+            for w in dead:
+                self._discard(w)
+        try:
+            w = self._spawn()
+        except BaseException:
+            with self._cond:
+                self._starting -= 1
+                self._cond.notify()
+            raise
+        with self._cond:
+            self._starting -= 1
+            self._busy.add(w)
+        return w
+
+    def release(self, worker: WorkerProcess) -> None:
+        """Give ``worker`` back after a job; a dead or killed one is discarded and replaced."""
+        if worker.startup is not None:
+            self._last_startup = worker.startup
+        with self._cond:
+            self._busy.discard(worker)
+            keep = worker.alive() and not self._closed
+            if keep:
+                self._idle.append(worker)
+            replace = not keep and not self._closed
+            self._cond.notify()
+        if keep:
+            return
+        self._discard(worker)
+        if replace:
+            try:
+                self.prestart(len(self._idle) + len(self._busy) + 1)
+            except OSError:
+                log.exception("could not start a replacement worker process")
+
+    def _discard(self, worker: WorkerProcess) -> None:
+        """Forget ``worker``: end its session (whatever it left running) and reap it; never blocks long."""
+        with self._cond:
+            self._replaced += 1
+        worker.broken = True
+        worker.close()
+        if worker.proc.poll() is None or tree_alive(worker.pid):
+            terminate_tree(worker.pid, self.grace, self.timers, worker._forget)
+            self.timers.schedule(self.grace + 0.5, lambda: _reap(worker))
+        else:
+            _reap(worker)
+            worker._forget()
+
+    def recycle(self) -> None:
+        """Replace every worker (idle ones now, busy ones after their job), e.g. after user modules changed."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            for w in self._busy:
+                w.broken = True
+        for w in idle:
+            self._discard(w)
+
+    @property
+    def pids(self) -> list[int]:
+        """The pids of the pool's workers (idle and busy)."""
+        with self._cond:
+            return [w.pid for w in (*self._idle, *self._busy)]
+
+    def statistics(self) -> PoolStats:
+        """A frozen snapshot of the pool."""
+        with self._cond:
+            return PoolStats(
+                size=self.size,
+                idle=len(self._idle),
+                busy=len(self._busy),
+                started=self._started,
+                replaced=self._replaced,
+                last_startup=self._last_startup,
+            )
+
+    # ---- ending -----------------------------------------------------------
+    def shutdown(self, timeout: float = 1.0) -> None:
+        """End every worker: close the channels, SIGTERM, wait up to ``timeout``, SIGKILL the rest, reap."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            workers = [*self._idle, *self._busy]
+            self._idle.clear()
+            self._cond.notify_all()
+        for w in workers:
+            w.broken = True
+            w.close()
+            signal_tree(w.pid, signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for w in workers:
+            while tree_alive(w.pid) and time.monotonic() < end:
+                time.sleep(0.01)
+        for w in workers:
+            if tree_alive(w.pid):
+                signal_tree(w.pid, signal.SIGKILL)
+        for w in workers:
+            _reap(w, 1.0)
+            w._forget()
+        if self._own_reaper:
+            self.reaper.close()
+        if self._own_timers:
+            self.timers.close()
+
+
+def _reap(worker: WorkerProcess, timeout: float = 0.0) -> None:
+    try:
+        worker.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+# ---- the runner -------------------------------------------------------------
+def _first_line(body: PyBody) -> int:
+    """The line of the cell where ``body`` starts (what ``compile_body`` was given)."""
+    first = getattr(body, "first_line", None)
+    if isinstance(first, int) and first >= 1:
+        return first
+    entry = linecache.cache.get(body.filename)
+    if entry is not None and len(entry) == 4:
+        return max(1, len(entry[2]) - len(body.source.splitlines(True)) + 1)
+    return 1
+
+
+def _remote_exception(reply: dict[str, Any]) -> BaseException:
+    text = reply.get("traceback") or ""
+    exc: Any = None
+    data = reply.get("exception")
+    if data is not None:
+        try:
+            exc = cloudpickle.loads(data)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        type_name = reply.get("type", "Exception")
+        message = reply.get("message", "")
+        exc = RemoteError(f"{type_name}: {message}" if message else type_name, type_name, text)
+    else:
+        try:
+            exc.remote_traceback = text
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+class ProcessRunner(Runner):
+    """Runs a ``PyBody`` in a worker process of ``pool``: true parallelism, and cancel ends it for real.
+
+    The inputs (``bound``, from ``bind(body, user_ns)``) are pickled now, at
+    dispatch, up to ``budget_bytes``; a value that cannot be pickled raises
+    ``SpecError`` naming it. The run sends the kernel's cwd, ``sys.path`` and
+    environment with the job, streams the worker's stdout and stderr (fd level)
+    into the task, forwards ``progress()``, and returns the expression's value
+    or a dict of the names assigned, like ``PythonRunner``.
+    """
+
+    kind = "python"
+
+    def __init__(
+        self,
+        body: PyBody,
+        bound: Mapping[str, Any],
+        pool: WorkerPool,
+        *,
+        budget_bytes: int = DEFAULT_BUDGET,
+        first_line: int | None = None,
+    ) -> None:
+        self.body = body
+        self.pool = pool
+        self.first_line = first_line or _first_line(body)
+        self.inputs = check_picklable(bound, budget_bytes)
+        #: the names assigned by the last run, with their values
+        self.assigned: dict[str, Any] = {}
+
+    def describe(self) -> str:
+        src = self.body.source.strip()
+        return src.splitlines()[0] if src else ""
+
+    def run(self, ctx: RunContext) -> Any:
+        ctx.process = True
+        inputs = self.inputs.complete()
+        job = {
+            "op": "run",
+            "source": self.body.source,
+            "filename": self.body.filename,
+            "first_line": self.first_line,
+            "inputs": inputs,
+            "cwd": os.getcwd(),
+            "path": list(sys.path),
+            "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
+            "label": ctx.task.label,
+        }
+        ctx.check()
+        worker = self.pool.acquire(cancelled=lambda: ctx.cancelled)
+        try:
+            with ctx.lock:
+                if ctx.cancelled:
+                    raise TaskCancelled(f"task {ctx.task.label} was cancelled")
+                ctx.handle = worker
+                ctx.sid = worker.pid
+            try:
+                reply = worker.run_job(job, ctx)
+            except WorkerDied:
+                if ctx.cancelled:
+                    raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
+                raise
+        finally:
+            with ctx.lock:
+                ctx.handle = None
+            self.pool.release(worker)
+        ctx.check()
+        return self._outcome(reply)
+
+    def _outcome(self, reply: dict[str, Any]) -> Any:
+        op = reply["op"]
+        if op == "done":
+            try:
+                value = cloudpickle.loads(reply["value"])
+            except Exception as e:
+                raise ResultError(f"the result of the worker process cannot be loaded here: {_one_line(e)}") from None
+            if not self.body.is_expression:
+                self.assigned = dict(value)
+            return value
+        if op == "error":
+            exc = _remote_exception(reply)
+            raise exc from RemoteTraceback(reply.get("traceback") or "")
+        if reply.get("stage") == "result":
+            raise ResultError(reply["message"])
+        raise SpecError(reply["message"])
+
+    def cancel(self, ctx: RunContext) -> None:
+        with ctx.lock:
+            worker = ctx.handle
+        if isinstance(worker, WorkerProcess):
+            worker.kill()
+
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "Inputs",
+    "PoolStats",
+    "ProcessRunner",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResultError",
+    "WorkerDied",
+    "WorkerPool",
+    "WorkerProcess",
+    "check_picklable",
+]
