@@ -1,0 +1,838 @@
+"""Task graphs: ``GraphNode`` describes a task and its dependencies, ``GraphRun`` runs them.
+
+Every node becomes one core ``Task``, submitted with ``hold=True`` when the
+graph starts, so all of them exist (PENDING) at once and can be looked at,
+cancelled or waited for. The scheduler then follows the ``graphlib`` loop:
+*prepare* (validate, find cycles, count each node's unfinished dependencies),
+*get ready* (nodes whose count is zero) and *done* (a task ended: decrement
+the counts of its dependents).
+
+State of the scheduler, in prose (one ``_Run`` per start or rerun, touched
+only by that run's scheduler thread):
+
+- ``left[i]``: how many dependencies of node ``i`` in this run have not
+  finished yet; ``bad[i]``: the names of those that finished without success.
+- ``phase[i]``: WAITING (dependencies unfinished), READY (may run, waiting for
+  a ``max_parallel`` slot), RELEASED (handed to the executor), FINISHED.
+- ``ready``: READY nodes in the order they became ready; ``inflight``: how
+  many RELEASED nodes have not finished (at most ``max_parallel``);
+  ``unfinished``: how many nodes of the run have not finished.
+
+Every task's done-callback puts ``(DONE, generation, index)`` on one queue;
+``cancel()`` and the graph timeout put ``(STOP, ...)``. The scheduler thread
+drains that queue, so each event costs O(its node's dependents) and a whole
+run costs O(tasks + edges). When a node's count reaches zero it is decided:
+a ``finally`` node is released whatever its dependencies did; another node is
+released if all dependencies succeeded, else ``block``ed with ``blocked_by``
+(its own dependents are then blocked in turn, as each block is a done event).
+After a stop, pending non-finally nodes are blocked and running ones
+cancelled, but finally nodes still run once their dependencies are over.
+The run ends when ``unfinished`` reaches zero; ``ok`` is then computed once.
+
+A node's runner is built when the node is released, by its factory
+``make_runner(upstream)``, so a body sees its dependencies' results
+(``Upstream``) as they are at run time.
+"""
+from __future__ import annotations
+
+import collections
+import difflib
+import graphlib
+import keyword
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import SpecError, TaskNotDone, WaitTimeout
+from .spec import Runner, TaskSpec
+from .states import TaskState
+from .task import Task, check_not_inside_task
+
+if TYPE_CHECKING:
+    from .context import RunContext
+    from .executor import Executor
+    from .timers import Timer
+
+log = logging.getLogger("ttasks_ipy")
+
+#: ``(upstream) -> Runner``: builds a node's runner when the node is released
+RunnerFactory = Callable[["Upstream"], Runner]
+
+_WAITING, _READY, _RELEASED, _FINISHED = range(4)
+_DONE, _STOP = "done", "stop"
+
+
+# ---- describing a graph --------------------------------------------------
+@dataclass(frozen=True)
+class GraphNode:
+    """One task of a graph, as described (nothing runs until a ``GraphRun`` starts).
+
+    ``make_runner`` is a ``Runner`` (used as is) or a factory
+    ``(upstream) -> Runner`` called when the node is released, so the runner
+    sees its dependencies' results. ``kind`` is the task kind ('bash',
+    'python', 'prompt', 'call'); for a ``Runner`` it is taken from it.
+    ``finally_`` nodes run once every dependency is over, whatever the
+    outcome; only they may be ``optional`` (their failure leaves ``ok`` alone).
+    ``line`` is where the node was written (cell line), for messages.
+    """
+
+    name: str
+    make_runner: Runner | RunnerFactory
+    deps: tuple[str, ...] = ()
+    finally_: bool = False
+    optional: bool = False
+    kind: str | None = None
+    timeout: float | None = None
+    retries: int = 0
+    backoff: float = 1.0
+    stall: float | None = None
+    describe: str = ""
+    line: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = _where(self)
+        check_name(self.name, "task", where)
+        object.__setattr__(self, "deps", tuple(self.deps))
+        if self.optional and not self.finally_:
+            raise SpecError(
+                f"{where}task {self.name} is optional but not finally: only a finally task may be "
+                "optional (add finally, or drop optional)"
+            )
+        seen: set[str] = set()
+        for d in self.deps:
+            if d in seen:
+                raise SpecError(f"{where}task {self.name} lists dependency {d} twice")
+            seen.add(d)
+        if isinstance(self.make_runner, Runner):
+            if self.kind is None:
+                object.__setattr__(self, "kind", self.make_runner.kind)
+            if not self.describe:
+                object.__setattr__(self, "describe", self.make_runner.describe())
+        elif not callable(self.make_runner):
+            raise SpecError(f"{where}task {self.name}: make_runner must be a Runner or a callable (upstream) -> Runner")
+        elif self.kind is None:
+            object.__setattr__(self, "kind", "python")
+
+    def build(self, upstream: Upstream) -> Runner:
+        """The runner for one release of this node."""
+        if isinstance(self.make_runner, Runner):
+            return self.make_runner
+        runner = self.make_runner(upstream)
+        if not isinstance(runner, Runner):
+            raise SpecError(f"the runner factory of task {self.name} returned {type(runner).__name__}, not a Runner")
+        return runner
+
+
+class NodeLike(Protocol):
+    """What ``check_graph`` needs of a node (a ``GraphNode`` or a parsed task line)."""
+
+    name: str
+    deps: tuple[str, ...]
+    line: int | None
+
+
+def _where(node: Any) -> str:
+    line = getattr(node, "line", None)
+    return f"line {line}: " if line is not None else ""
+
+
+def check_name(name: str, what: str, where: str = "") -> None:
+    """Raise ``SpecError`` unless ``name`` is an identifier that is not a keyword."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise SpecError(f"{where}{what} name {name!r} is not usable: use an identifier (letters, digits, _) "
+                        "that is not a Python keyword")
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """': did you mean 'x'?' for the closest known name, else the list of names (short)."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    if close:
+        return f": did you mean {close[0]!r}?"
+    listed = ", ".join(list(known)[:8]) + (", ..." if len(known) > 8 else "")
+    return f" (tasks: {listed or 'none'})"
+
+
+def check_graph(nodes: Sequence[NodeLike]) -> list[str]:
+    """Check names, dependencies and cycles; return the names in an order that runs dependencies first.
+
+    Raises ``SpecError``: a duplicate name, an unknown dependency (with the
+    closest name), or a cycle written ``a -> b -> a`` (``->``: runs before).
+    O(tasks + edges).
+    """
+    if not nodes:
+        raise SpecError("the graph has no tasks")
+    first: dict[str, NodeLike] = {}
+    for n in nodes:
+        if n.name in first:
+            other = first[n.name].line
+            at = f" (first on line {other})" if other is not None else ""
+            raise SpecError(f"{_where(n)}duplicate task name {n.name}{at}: task names must be unique")
+        first[n.name] = n
+    names = list(first)
+    for n in nodes:
+        for d in n.deps:
+            if d not in first:
+                raise SpecError(
+                    f"{_where(n)}task {n.name} runs after {d!r}, which is not a task of this graph"
+                    + suggest(d, names)
+                )
+    sorter = graphlib.TopologicalSorter({n.name: n.deps for n in nodes})
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as e:
+        cycle = list(e.args[1])
+        lines = sorted({first[c].line for c in cycle if first[c].line is not None})
+        at = f" (lines {', '.join(map(str, lines))})" if lines else ""
+        raise SpecError(
+            f"dependency cycle: {' -> '.join(cycle)}{at}: each task would wait for itself; "
+            "remove one of these dependencies"
+        ) from None
+
+
+# ---- what a task sees of its dependencies --------------------------------
+@dataclass(frozen=True)
+class UpstreamResult:
+    """A dependency's outcome as a dependent sees it.
+
+    ``value`` is the task's value (an expression's value, a dict of the names
+    a statement assigned, a command's ``CommandResult`` whose ``str()`` is its
+    output), ``output``/``stderr`` its text, ``returncode`` a command's exit
+    status (None for other kinds), ``status`` its final state as a word,
+    ``error`` its failure in one line (None when it succeeded).
+    """
+
+    name: str
+    status: str
+    value: Any
+    output: str
+    stderr: str
+    returncode: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True if the dependency succeeded."""
+        return self.status == TaskState.SUCCEEDED.value
+
+    @classmethod
+    def of(cls, name: str, task: Task) -> UpstreamResult:
+        """A snapshot of ``task`` now."""
+        value = task.value
+        return cls(
+            name=name,
+            status=task.status,
+            value=value,
+            output=task.output,
+            stderr=task.stderr,
+            returncode=getattr(value, "returncode", None) if task.kind == "bash" else None,
+            error=task.error,
+        )
+
+
+class Upstream(Mapping[str, UpstreamResult]):
+    """A task's direct dependencies by name: ``upstream.build`` or ``upstream["build"]``.
+
+    Each gives an ``UpstreamResult`` (read when first asked for, then kept).
+    Pickles as plain results, so it can go to a worker process.
+    """
+
+    __slots__ = ("_owner", "_tasks", "_results")
+
+    def __init__(self, owner: str, tasks: Mapping[str, Task] | None = None,
+                 results: Mapping[str, UpstreamResult] | None = None) -> None:
+        self._owner = owner
+        self._tasks = dict(tasks or {})
+        self._results: dict[str, UpstreamResult] = dict(results or {})
+        for name in self._results:
+            self._tasks.setdefault(name, None)  # type: ignore[arg-type]
+
+    def __getitem__(self, name: str) -> UpstreamResult:
+        r = self._results.get(name)
+        if r is not None:
+            return r
+        if name not in self._tasks:
+            raise KeyError(self._unknown(name))
+        r = self._results[name] = UpstreamResult.of(name, self._tasks[name])
+        return r
+
+    def __getattr__(self, name: str) -> UpstreamResult:
+        if name.startswith("__") or name in Upstream.__slots__:
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(self._unknown(name)) from None
+
+    def _unknown(self, name: str) -> str:
+        deps = ", ".join(self._tasks) or "nothing"
+        close = difflib.get_close_matches(name, list(self._tasks), n=1)
+        hint = f": did you mean {close[0]!r}?" if close else ""
+        return f"upstream of {self._owner} has no {name!r} (it runs after {deps}){hint}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __dir__(self) -> list[str]:
+        return [*self._tasks, "get", "items", "keys", "values"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Upstream, (self._owner, None, {n: self[n] for n in self._tasks}))
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{n}={self._results[n].status if n in self._results else self._tasks[n].status}" for n in self._tasks
+        )
+        return f"Upstream({parts})"
+
+
+class _NodeRunner(Runner):
+    """The runner a graph task is submitted with: builds the real one at release, then delegates.
+
+    A factory that raises fails the task (with that error) when it runs.
+    """
+
+    def __init__(self, node: GraphNode) -> None:
+        self.node = node
+        self.kind = node.kind or "python"
+        self._inner: Runner | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def inner(self) -> Runner | None:
+        """The runner built for the current release (None before the first)."""
+        return self._inner
+
+    def prepare(self, upstream: Upstream) -> None:
+        """Build the runner for this release (called on the scheduler thread)."""
+        try:
+            self._inner, self._error = self.node.build(upstream), None
+        except Exception as e:
+            self._inner, self._error = None, e
+
+    def run(self, ctx: RunContext) -> Any:
+        if self._error is not None:
+            raise self._error
+        if self._inner is None:
+            raise SpecError(f"task {self.node.name} ran before its graph released it")
+        return self._inner.run(ctx)
+
+    def cancel(self, ctx: RunContext) -> None:
+        if self._inner is not None:
+            self._inner.cancel(ctx)
+
+    def describe(self) -> str:
+        if self.node.describe:
+            return self.node.describe
+        return self._inner.describe() if self._inner is not None else self.kind
+
+
+# ---- running a graph -----------------------------------------------------
+@dataclass(frozen=True)
+class GraphStats:
+    """A snapshot of how many tasks of a graph are in each state."""
+
+    total: int
+    pending: int
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    blocked: int
+
+    @property
+    def finished(self) -> int:
+        """Tasks in a terminal state."""
+        return self.succeeded + self.failed + self.cancelled + self.blocked
+
+
+class _Run:
+    """Scheduler state of one start or rerun (see the module docstring)."""
+
+    def __init__(self, gen: int, members: list[int], n: int) -> None:
+        self.gen = gen
+        self.members = members
+        self.left = [0] * n
+        self.bad: list[list[str] | None] = [None] * n
+        self.phase = [_FINISHED] * n
+        self.ready: collections.deque[int] = collections.deque()
+        self.inflight = 0
+        self.unfinished = len(members)
+        self.queue: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
+        #: why the run is being stopped ('cancelled', 'timed out after 5s'), or None
+        self.stopping: str | None = None
+        #: stop finally tasks too
+        self.force = False
+        self.timer: Timer | None = None
+
+
+class GraphRun:
+    """A graph of tasks running in the background: the handle a cell keeps.
+
+    ``start()`` submits every task and returns at once; the graph's own
+    scheduler thread releases tasks as their dependencies finish. Read
+    ``status`` ('pending', 'running', 'done'), ``ok`` (False until done, then
+    True iff every required task succeeded), ``reason``, ``error``,
+    ``statistics()``; address tasks as ``graph["test"]``, ``graph.test`` or
+    ``graph.tasks``; call ``wait(timeout)``, ``cancel()``, ``rerun()``.
+
+    ``timeout`` (seconds) stops the graph as ``cancel()`` does when exceeded;
+    ``max_parallel`` caps how many of its tasks run at once, on top of the
+    executor's worker cap. A graph can be an ``after`` dependency of a task
+    (``executor.submit(spec, after=[graph])``): it counts as succeeded when ``ok``.
+    """
+
+    __slots__ = (
+        "executor", "name", "nodes", "timeout", "max_parallel", "_index", "_succ", "_order", "_specs",
+        "_runners", "_tasks", "_lock", "_status", "_ok", "_reason", "_gen", "_run", "_done", "_callbacks",
+        "_started", "_finished", "_thread",
+    )
+
+    def __init__(
+        self,
+        executor: Executor,
+        name: str,
+        nodes: Sequence[GraphNode],
+        *,
+        timeout: float | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        check_name(name, "graph")
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise SpecError(f"graph {name}: timeout must be a positive number of seconds, not {timeout!r}")
+        if max_parallel is not None and not (isinstance(max_parallel, int) and max_parallel >= 1):
+            raise SpecError(f"graph {name}: max_parallel must be a whole number >= 1, not {max_parallel!r}")
+        nodes = tuple(nodes)
+        order = check_graph(nodes)
+        for n in nodes:
+            if n.name in _RESERVED:
+                raise SpecError(
+                    f"{_where(n)}task name {n.name} is taken by the graph handle itself ({name}.{n.name}): "
+                    "choose another name"
+                )
+        self.executor = executor
+        self.name = name
+        self.nodes = nodes
+        self.timeout = timeout
+        self.max_parallel = max_parallel
+        self._index = {n.name: i for i, n in enumerate(nodes)}
+        self._succ: list[list[int]] = [[] for _ in nodes]
+        for i, n in enumerate(nodes):
+            for d in n.deps:
+                self._succ[self._index[d]].append(i)
+        self._order = [self._index[x] for x in order]
+        self._runners = [_NodeRunner(n) for n in nodes]
+        self._specs = [
+            TaskSpec(
+                r, timeout=n.timeout, retries=n.retries, backoff=n.backoff, stall=n.stall,
+                meta={**n.meta, "graph": name, "node": n.name},
+            )
+            for n, r in zip(nodes, self._runners, strict=True)
+        ]
+        self._tasks: list[Task] = []
+        self._lock = threading.Lock()
+        self._status = "pending"
+        self._ok = False
+        self._reason: str | None = None
+        self._gen = 0
+        self._run: _Run | None = None
+        self._done = threading.Event()
+        self._callbacks: list[Callable[[GraphRun], None]] = []
+        self._started: float | None = None
+        self._finished: float | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- starting ------------------------------------------------------
+    def start(self) -> GraphRun:
+        """Submit every task (held) and start scheduling; returns at once."""
+        with self._lock:
+            if self._status != "pending":
+                raise SpecError(f"graph {self.name} was already started: use rerun() to run it again")
+            self._status = "running"
+            run = self._new_run_locked(list(range(len(self.nodes))))
+        tasks: list[Task] = []
+        try:
+            for node, spec in zip(self.nodes, self._specs, strict=True):
+                t = self.executor.submit(spec, hold=True)
+                t.name = f"{self.name}.{node.name}"
+                tasks.append(t)
+        except BaseException:
+            for t in tasks:
+                self.executor.cancel(t, f"graph {self.name} could not start")
+            with self._lock:
+                self._status, self._run = "pending", None
+            raise
+        self._tasks = tasks
+        self._started = time.time()
+        self._launch(run)
+        return self
+
+    def _new_run_locked(self, members: list[int]) -> _Run:
+        self._gen += 1
+        run = self._run = _Run(self._gen, members, len(self.nodes))
+        self._reason = None
+        self._ok = False
+        self._done.clear()
+        return run
+
+    def _launch(self, run: _Run) -> None:
+        """Start ``run``: done-callbacks, the graph timeout, the scheduler thread."""
+        for i in run.members:
+            self._tasks[i].add_done_callback(lambda _t, i=i, g=run.gen, q=run.queue: q.put((_DONE, g, i)))
+        if self.timeout is not None:
+            run.timer = self.executor.timers.schedule(
+                self.timeout, lambda: self._stop(run, f"graph {self.name} timed out after {self.timeout:g}s")
+            )
+        self._thread = threading.Thread(target=self._schedule, args=(run,), name=f"ttasks-graph-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    # ---- the scheduler thread ------------------------------------------
+    def _schedule(self, run: _Run) -> None:
+        try:
+            self._prepare(run)
+            while run.unfinished:
+                what, gen, i = run.queue.get()
+                if gen != run.gen:
+                    continue
+                if what == _DONE:
+                    self._on_done(run, i)
+                else:
+                    self._on_stop(run)
+        except BaseException:  # a bug here must not leave the graph running for ever
+            log.exception("scheduler of graph %s failed", self.name)
+            for i in run.members:
+                self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
+        finally:
+            self._finish(run)
+
+    def _prepare(self, run: _Run) -> None:
+        """Count each member's unfinished dependencies; decide the roots."""
+        member = run.phase  # _FINISHED marks non-members (kept tasks) until set below
+        for i in run.members:
+            member[i] = _WAITING
+        for i in run.members:
+            run.left[i] = sum(1 for d in self.nodes[i].deps if member[self._index[d]] == _WAITING)
+        for i in run.members:
+            if run.left[i] == 0:
+                self._decide(run, i)
+        self._pump(run)
+
+    def _on_done(self, run: _Run, i: int) -> None:
+        """Task ``i`` ended: the graphlib ``done`` step."""
+        phase = run.phase
+        if phase[i] == _FINISHED:
+            return
+        if phase[i] == _RELEASED:
+            run.inflight -= 1
+        phase[i] = _FINISHED
+        run.unfinished -= 1
+        good = self._tasks[i].state is TaskState.SUCCEEDED
+        name = self.nodes[i].name
+        for s in self._succ[i]:
+            if phase[s] != _WAITING:
+                continue
+            run.left[s] -= 1
+            if not good:
+                bad = run.bad[s]
+                if bad is None:
+                    bad = run.bad[s] = []
+                bad.append(name)
+            if run.left[s] == 0:
+                self._decide(run, s)
+        self._pump(run)
+
+    def _decide(self, run: _Run, i: int) -> None:
+        """Every dependency of ``i`` is over: make it ready, or block it."""
+        node, task = self.nodes[i], self._tasks[i]
+        if node.finally_:
+            if run.force:
+                self.executor.block(task, [self.name], run.stopping)
+                return
+        elif run.bad[i]:
+            self.executor.block(task, list(run.bad[i] or ()))
+            return
+        elif run.stopping is not None:
+            self.executor.block(task, [self.name], run.stopping)
+            return
+        run.phase[i] = _READY
+        run.ready.append(i)
+
+    def _pump(self, run: _Run) -> None:
+        """Release ready nodes while this graph's parallel limit allows."""
+        cap = self.max_parallel
+        while run.ready and (cap is None or run.inflight < cap):
+            i = run.ready.popleft()
+            if run.phase[i] != _READY:
+                continue
+            node, task = self.nodes[i], self._tasks[i]
+            if run.stopping is not None and (run.force or not node.finally_):
+                self.executor.block(task, [self.name], run.stopping)
+                continue
+            run.phase[i] = _RELEASED
+            run.inflight += 1
+            self._runners[i].prepare(
+                Upstream(node.name, {d: self._tasks[self._index[d]] for d in node.deps})
+            )
+            self.executor.release(task)
+
+    def _on_stop(self, run: _Run) -> None:
+        """Block pending tasks, cancel running ones; finally tasks are spared unless forced."""
+        for i in run.members:
+            if run.phase[i] == _FINISHED or (self.nodes[i].finally_ and not run.force):
+                continue
+            task = self._tasks[i]
+            if task.state is TaskState.PENDING:
+                self.executor.block(task, [self.name], run.stopping)
+            else:
+                self.executor.cancel(task, run.stopping or "cancelled")
+
+    def _finish(self, run: _Run) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+        ok = all(
+            t.state is TaskState.SUCCEEDED for n, t in zip(self.nodes, self._tasks, strict=True) if not n.optional
+        )
+        with self._lock:
+            if self._run is not run:
+                return
+            self._ok = ok
+            self._reason = run.stopping
+            self._status = "done"
+            self._finished = time.time()
+            callbacks, self._callbacks = self._callbacks, []
+            self._done.set()
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                log.exception("done callback of graph %s failed", self.name)
+
+    # ---- stopping ------------------------------------------------------
+    def cancel(self, force: bool = False) -> bool:
+        """Stop the graph; returns at once. False if it was not running.
+
+        Running tasks are cancelled and pending ones blocked, then finally
+        tasks run once their dependencies are over (cleanup). ``force`` also
+        cancels finally tasks (for a cleanup that hangs).
+        """
+        with self._lock:
+            run = self._run
+            if self._status != "running" or run is None:
+                return False
+        self._stop(run, f"graph {self.name} cancelled", force)
+        return True
+
+    def _stop(self, run: _Run, reason: str, force: bool = False) -> None:
+        with self._lock:
+            if self._run is not run or self._status != "running":
+                return
+            if run.stopping is None:
+                run.stopping = reason
+            run.force = run.force or force
+        # cancel what runs now, so the caller sees it at once; the scheduler does the rest
+        tasks = self._tasks
+        for i in run.members:
+            if i >= len(tasks):  # start() is still submitting: the scheduler blocks them all
+                break
+            t = tasks[i]
+            if t.state in (TaskState.QUEUED, TaskState.RUNNING) and (force or not self.nodes[i].finally_):
+                self.executor.cancel(t, reason)
+        run.queue.put((_STOP, run.gen, -1))
+
+    # ---- running again -------------------------------------------------
+    def rerun(self) -> GraphRun:
+        """Run again what did not succeed; returns at once.
+
+        Succeeded tasks keep their results; failed, cancelled and blocked ones
+        run again, and so does every task one of whose dependencies reruns
+        (a finally task after a rerun dependency, above all). Raises
+        ``TaskNotDone`` while the graph runs.
+        """
+        with self._lock:
+            if self._status != "done":
+                raise TaskNotDone(
+                    f"graph {self.name} is {self._status}: "
+                    + ("start() it first" if self._status == "pending" else "wait for it or cancel() it first")
+                )
+            again = [False] * len(self.nodes)
+            for i in self._order:
+                again[i] = self._tasks[i].state is not TaskState.SUCCEEDED or any(
+                    again[self._index[d]] for d in self.nodes[i].deps
+                )
+            members = [i for i in range(len(self.nodes)) if again[i]]
+            if not members:
+                return self
+            self._status = "running"
+            run = self._new_run_locked(members)
+            self._started, self._finished = time.time(), None
+        for i in members:
+            self.executor.reset(self._tasks[i])
+        self._launch(run)
+        return self
+
+    # ---- reading -------------------------------------------------------
+    @property
+    def status(self) -> str:
+        """'pending' (not started), 'running' or 'done'."""
+        return self._status
+
+    @property
+    def ok(self) -> bool:
+        """False until the graph is done; then True iff every required task succeeded."""
+        return self._status == "done" and self._ok
+
+    @property
+    def reason(self) -> str | None:
+        """Why the last run was stopped ('graph g cancelled', 'graph g timed out after 5s'), or None."""
+        return self._reason
+
+    @property
+    def state(self) -> TaskState:
+        """The graph as one task state (for ``after=``): PENDING, RUNNING, then SUCCEEDED if ``ok`` else FAILED."""
+        if self._status == "pending":
+            return TaskState.PENDING
+        if self._status == "running":
+            return TaskState.RUNNING
+        return TaskState.SUCCEEDED if self._ok else TaskState.FAILED
+
+    @property
+    def label(self) -> str:
+        """The graph's name."""
+        return self.name
+
+    @property
+    def error(self) -> str | None:
+        """What went wrong, in one line (None while running or when ok)."""
+        if self._status != "done" or self._ok:
+            return None
+        bad = [
+            f"{n.name} {t.status}" + (f" ({t.error})" if t.error and t.state is not TaskState.BLOCKED else "")
+            for n, t in zip(self.nodes, self._tasks, strict=True)
+            if t.state is not TaskState.SUCCEEDED and not n.optional
+        ]
+        head = f"{self._reason}; " if self._reason else ""
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        return head + (shown or "stopped")
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the current run started (its duration once done)."""
+        if self._started is None:
+            return 0.0
+        return (self._finished or time.time()) - self._started
+
+    @property
+    def tasks(self) -> Mapping[str, Task]:
+        """The tasks by name, in the order written (empty before ``start``)."""
+        return MappingProxyType({n.name: t for n, t in zip(self.nodes, self._tasks, strict=False)})
+
+    def done(self) -> bool:
+        """True once the graph has finished (every task of the run is over)."""
+        return self._status == "done"
+
+    def dependents(self, name: str) -> list[str]:
+        """The names of the tasks that run after ``name``."""
+        return [self.nodes[s].name for s in self._succ[self._node(name)]]
+
+    def statistics(self) -> GraphStats:
+        """How many tasks are in each state now."""
+        c = collections.Counter(t.state for t in self._tasks)
+        return GraphStats(
+            total=len(self.nodes),
+            pending=c[TaskState.PENDING] + (len(self.nodes) - len(self._tasks)),
+            queued=c[TaskState.QUEUED],
+            running=c[TaskState.RUNNING],
+            succeeded=c[TaskState.SUCCEEDED],
+            failed=c[TaskState.FAILED],
+            cancelled=c[TaskState.CANCELLED],
+            blocked=c[TaskState.BLOCKED],
+        )
+
+    def _node(self, name: str) -> int:
+        i = self._index.get(name)
+        if i is None:
+            raise KeyError(f"graph {self.name} has no task {name!r}" + suggest(name, list(self._index)))
+        return i
+
+    def __getitem__(self, name: str) -> Task:
+        i = self._node(name)
+        if not self._tasks:
+            raise TaskNotDone(f"graph {self.name} has not started: its tasks exist once start() runs")
+        return self._tasks[i]
+
+    def __getattr__(self, name: str) -> Task:
+        if name.startswith("__") or name in GraphRun.__slots__:
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(e.args[0]) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(object.__dir__(self)) | set(self._index))
+
+    # ---- waiting -------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> GraphRun:
+        """Block until the graph is done, at most ``timeout`` seconds (``WaitTimeout`` then).
+
+        As for tasks, waiting from inside a task is refused, and a wait on the
+        kernel's main thread hands over what it waited for (the executor's
+        wait hooks run). ``KeyboardInterrupt`` stops the wait, not the graph.
+        """
+        check_not_inside_task()
+        if self._status == "pending":
+            raise TaskNotDone(f"graph {self.name} has not started: call start() first")
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                running = [n.name for n, t in zip(self.nodes, self._tasks, strict=True) if t.state.active]
+                shown = ", ".join(running[:8]) + (", ..." if len(running) > 8 else "")
+                raise WaitTimeout(f"waited {timeout:g}s for graph {self.name}; not finished: {shown or '-'}")
+            self._done.wait(0.25 if left is None else min(left, 0.25))
+        try:
+            self.executor.wait(self._tasks, timeout=0)  # runs the wait hooks (delivery)
+        except WaitTimeout:  # a rerun began meanwhile
+            pass
+        return self
+
+    def add_done_callback(self, fn: Callable[[GraphRun], None]) -> None:
+        """Call ``fn(graph)`` once the current run is done (at once if it is)."""
+        with self._lock:
+            if self._status != "done":
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        extra = f" ok={self.ok}" if self._status == "done" else ""
+        return f"<GraphRun {self.name} {self._status}{extra} {s.finished}/{s.total} finished>"
+
+
+#: names a task may not take: the handle's own attributes (graph.wait is the method)
+_RESERVED = frozenset(n for n in dir(GraphRun) if not n.startswith("__"))
+
+__all__ = [
+    "GraphNode",
+    "GraphRun",
+    "GraphStats",
+    "RunnerFactory",
+    "Upstream",
+    "UpstreamResult",
+    "check_graph",
+    "check_name",
+]
