@@ -69,7 +69,8 @@ class Kernel:
         # the shell reply, so the next execute starts clean
         self.kc.get_shell_msg(timeout=10)
         if reply.error and not allow_error:
-            raise AssertionError(f"cell raised {reply.error['ename']}: {reply.error['evalue']}\n" + "\n".join(reply.error["traceback"]))
+            tb = "\n".join(reply.error["traceback"])
+            raise AssertionError(f"cell raised {reply.error['ename']}: {reply.error['evalue']}\n{tb}")
         return reply
 
     def value(self, expr: str, timeout: float = 30) -> str:

@@ -324,9 +324,11 @@ class Executor:
                     task.value, task.has_value = value, True
                 task.exception, task.traceback = exception, tb
                 ev = task._change_locked(state, ctx.attempt, reason=reason)
+        # the end is published before the slot goes to the next task, so that
+        # subscribers never see more than max_workers running
+        self._publish(ev)
         self._free(task, ctx)
         if ev is not None:
-            self._publish(ev)
             task._finish_callbacks()
             self._notify_waiters()
 
@@ -338,8 +340,8 @@ class Executor:
         ev = task._change(TaskState.QUEUED, ctx.attempt, reason=reason)
         if ev is None:
             return False
-        self._free(task, ctx)
         self._publish(TaskEvent(EventKind.RETRYING, task, ctx.attempt, data={"delay": delay, "reason": reason}))
+        self._free(task, ctx)
         task.output_buffer.clear()
 
         def again() -> None:
@@ -379,7 +381,7 @@ class Executor:
     # ---- output, progress, stall, ready --------------------------------
     def _on_output(self, ctx: RunContext, stream: str, text: str) -> None:
         task = ctx.task
-        if task.attempt != ctx.attempt:
+        if task.attempt != ctx.attempt or task.state is not TaskState.RUNNING:
             return
         task.output_buffer.append(stream, text)
         if task.spec.stall is not None:
@@ -437,10 +439,9 @@ class Executor:
         ctx = self._contexts.get(task.id) if was_running else None
         if ctx is not None:
             self._stop_attempt(ctx)
-            self._free(task, ctx)
-        elif task.spec.service and not was_running:
-            pass
         self._publish(ev)
+        if ctx is not None:
+            self._free(task, ctx)
         task._finish_callbacks()
         self._notify_waiters()
         return True
@@ -466,16 +467,17 @@ class Executor:
         reason = f"timed out after {task.spec.timeout:g}s"
         ctx.timed_out = True
         if task.attempt <= task.spec.retries:
-            self._stop_attempt(ctx)
-            self._retry(ctx, reason)
+            # change the state first: the stopped attempt's own end is then a lost race
+            if self._retry(ctx, reason):
+                self._stop_attempt(ctx)
             return
         with task._lock:
             ev = task._change_locked(TaskState.FAILED, ctx.attempt, reason=reason)
         if ev is None:
             return
+        self._publish(ev)
         self._stop_attempt(ctx)
         self._free(task, ctx)
-        self._publish(ev)
         task._finish_callbacks()
         self._notify_waiters()
 

@@ -44,7 +44,7 @@ class TaskOutput:
         if st.file is None and self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path / f"{name}.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            st.file = os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+            st.file = os.fdopen(fd, "w", encoding="utf-8", errors="replace", newline="")
             st.has_file = True
         return st.file
 
@@ -88,7 +88,8 @@ class TaskOutput:
             if st.has_file:
                 if st.file is not None:
                     st.file.flush()
-                return (self.path / f"{stream}.txt").read_text(encoding="utf-8", errors="replace")
+                with open(self.path / f"{stream}.txt", encoding="utf-8", errors="replace", newline="") as f:
+                    return f.read()
             return "".join(st.chunks)
 
     def total_chars(self, stream: str = "stdout") -> int:

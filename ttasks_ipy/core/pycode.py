@@ -168,6 +168,8 @@ class PythonRunner(Runner):
 
 
 def _run_coroutine(coro: Any, ctx: RunContext) -> Any:
+    with ctx.lock:
+        ctx.loop = None  # type: ignore[attr-defined]  # from now on cancel goes through the loop
     loop = asyncio.new_event_loop()
     try:
         main = loop.create_task(coro)
@@ -207,8 +209,10 @@ class _Interruptible:
     def interrupt(self) -> None:
         """Called with ``ctx.lock`` not held, from the cancelling thread."""
         with self.ctx.lock:
-            loop = getattr(self.ctx, "loop", None)
-            if loop is not None:
+            if hasattr(self.ctx, "loop"):
+                loop = self.ctx.loop
+                if loop is None:  # the loop is being set up; it checks ctx.cancelled once ready
+                    return
                 lp, main = loop
                 try:
                     lp.call_soon_threadsafe(main.cancel)

@@ -1,0 +1,231 @@
+"""%bg from the user's side: cells in a real kernel (jupyter_client)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import start_kernel, stop_kernel
+from helpers import no_process_left, wait_until
+
+from ttasks_ipy.core.procs import session_members
+
+
+def test_bash_dispatch_returns_at_once_and_result_arrives_while_idle(kernel):
+    r = kernel.run("%bg -o r1 !sleep 2; echo hello")
+    assert r.duration < 1.0  # the cell returned while the command runs 2 s
+    assert r.texts == ["[bg] #1 → r1 started (bash): !sleep 2; echo hello"] or "→ r1 started (bash)" in r.texts[0]
+    # no new cell: the task's own display is updated when the result lands
+    msg = kernel.wait_for_idle_message(
+        lambda m: m["msg_type"] == "update_display_data" and "r1" in m["content"]["data"]["text/plain"], 10
+    )
+    assert "finished in" in msg["content"]["data"]["text/plain"]
+    assert kernel.value("r1.output, r1.returncode, r1.ok, str(r1)") == "('hello\\n', 0, True, 'hello\\n')"
+
+
+def test_dispatch_is_fast(kernel):
+    r = kernel.run("import time\n_t0 = time.perf_counter()\nh = %bg --quiet !sleep 2\n_dt = time.perf_counter() - _t0")
+    assert float(kernel.value("_dt")) < 0.1
+    kernel.run("h.cancel()")
+    assert r.texts == []
+
+
+def test_python_statement_delivered_with_a_notice_at_the_next_cell(kernel):
+    kernel.run("def slow(n):\n    import time; time.sleep(0.3); return n * 2")
+    kernel.run("%bg --quiet x = slow(21)\nimport time; time.sleep(1)")  # finishes while this cell runs
+    # never written while the cell ran; the notice came at the boundary
+    r = kernel.run("x")
+    assert r.texts[-1] == "42"
+
+
+def test_nothing_written_while_a_cell_runs(kernel):
+    r = kernel.run(
+        "%bg --quiet during = 1\nimport time\nseen = []\nfor _ in range(20):\n"
+        "    seen.append('during' in globals()); time.sleep(0.02)\nprint(any(seen))"
+    )
+    assert r.stdout.splitlines()[0] == "False"
+    assert "[bg] ✓" in r.stdout  # the notice, printed at the end of the cell
+    assert kernel.value("during") == "1"
+
+
+def test_loop_binds_names_at_dispatch(kernel):
+    r = kernel.run("for p in range(4):\n    %bg -o r{p} --quiet p*10\n%bg --wait all\nprint(r0, r1, r2, r3)")
+    assert r.stdout.strip().splitlines()[-1] == "0 10 20 30"
+
+
+def test_line_ending_in_question_mark_reaches_the_magic(kernel):
+    r = kernel.run("%bg -o q !echo is it France?\n%bg --wait q")
+    assert kernel.value("q.output") == "'is it France?\\n'"
+    assert "pinfo" not in r.stdout + r.stderr
+
+
+def test_values_are_shell_quoted(kernel, tmp_path):
+    target = tmp_path / "PWNED"
+    kernel.run(f"evil = 'a; touch {target}'\nwords = ['x y', 'z']")
+    kernel.run("%bg -n quoting -o qq !printf '%s|' {evil} \"$evil\" {words}\n%bg --wait quoting")
+    assert kernel.value("qq.output") == f"'a; touch {target}|a; touch {target}|x y|z|'"
+    assert not target.exists()
+
+
+def test_env_and_cwd(kernel, tmp_path):
+    kernel.run(f"d = {str(tmp_path)!r}\nn = 7")
+    kernel.run("%bg -o e --env N=n*6 --cwd {d} !echo $$N $$PWD\n%bg --wait")
+    assert kernel.value("e.output") == f"'42 {tmp_path}\\n'"
+
+
+def test_handle_api(kernel):
+    kernel.run("h = %bg -n hapi !sleep 0.5; echo done")
+    r = kernel.run("h.result", allow_error=True)
+    assert "TaskNotDone" in r.error["ename"] and "wait for it first" in r.error["evalue"]
+    assert kernel.value("h.wait(10).status, h.done(), h.output") == "('succeeded', True, 'done\\n')"
+
+
+def test_function_form_and_wait_any(kernel):
+    kernel.run("import ttasks_ipy\na = ttasks_ipy.bg(sum, [1, 2, 3])\nb = %bg --quiet !sleep 5")
+    assert kernel.value("[t.result for t in ttasks_ipy.wait_any([a, b], timeout=10)]") == "[6]"
+    kernel.run("b.cancel()")
+
+
+def test_cancel_returns_at_once_and_leaves_no_process(kernel):
+    kernel.run("h = %bg -n stubborn !trap '' TERM; sleep 300 & sleep 300")
+    pid = int(kernel.value("import time\nwhile h.pid is None: time.sleep(0.01)\nh.pid"))
+    wait_until(lambda: len(session_members(pid)) >= 2, 5, "both sleeps started")
+    r = kernel.run("t0 = time.perf_counter()\n%bg --cancel stubborn\ndt = time.perf_counter() - t0")
+    assert float(kernel.value("dt")) < 0.05
+    assert "[bg] cancelled: stubborn" in r.stdout
+    no_process_left(pid, 2.0 + 3)
+    assert kernel.value("h.status") == "'cancelled'"
+
+
+def test_timeout_retries_stall_and_log(kernel):
+    kernel.run("%bg -n tmo --timeout 0.3 !sleep 10\n%bg --wait tmo")
+    assert kernel.value("_ = %bg --quiet -- 1\ntmo_t = get_ipython().run_line_magic('bg', '--quiet -- 2')\n"
+                        "__import__('ttasks_ipy').extension.session().find('tmo').reason") == "'timed out after 0.3s'"
+    r = kernel.run("%bg -n flaky --retries 2 --backoff 0.05 !echo try; exit 1\n%bg --wait flaky\n%bg --log flaky")
+    assert "[bg] flaky: failed (exit status 1)" in r.stdout
+    assert kernel.value("__import__('ttasks_ipy').extension.session().find('flaky').attempt") == "3"
+    kernel.run("st = %bg -n quietly --stall 0.2 !sleep 0.8; echo end")
+    kernel.run("import time\nwhile not st.stalled: time.sleep(0.02)")  # bounded by the cell timeout
+    assert "stalled" in kernel.run("%bg --list").stdout
+    kernel.run("%bg --wait quietly")
+    r = kernel.run("%bg --log quietly --tail 1")
+    assert r.stdout.strip().endswith("end")
+
+
+def test_python_failure_notice_and_traceback(kernel):
+    r = kernel.run("%bg -n broken --quiet y = 1 / 0\n%bg --wait broken")
+    assert "[bg] ✗ broken failed after" in r.stdout
+    assert "ZeroDivisionError: division by zero (see %bg --log broken)" in r.stdout
+    log = kernel.run("%bg --log broken").stdout
+    assert "Traceback" in log and "ZeroDivisionError" in log and "executor.py" not in log
+    assert kernel.run("'y' in globals()").texts[-1] == "False"
+
+
+def test_service_ready_notice(kernel):
+    kernel.run("web = %bg --service --ready 'Serving HTTP' -n web !python -m http.server 0 --bind 127.0.0.1")
+    r = kernel.run("import time\nwhile web.ready_line is None: time.sleep(0.02)")
+    # READY came while this cell ran: its one-line notice is printed at the cell's end
+    assert "[bg] ▶ web ready: Serving HTTP on 127.0.0.1" in r.stdout
+    assert kernel.value("web.status") == "'running'"
+    kernel.run("%bg --cancel web")
+
+
+def test_cap_of_four(kernel):
+    kernel.run("%config TTasks.max_workers = 4")
+    kernel.run(
+        "import threading, time\nsess = __import__('ttasks_ipy').extension.session()\n"
+        "running = [0]; peak = [0]; lock = threading.Lock()\n"
+        "def on(ev):\n"
+        "    with lock:\n"
+        "        if ev.kind.value == 'started': running[0] += 1; peak[0] = max(peak[0], running[0])\n"
+        "        elif ev.kind.terminal: running[0] -= 1\n"
+        "unsub = sess.executor.bus.subscribe(on)\n"
+        "hs = [get_ipython().run_line_magic('bg', '--quiet !sleep 0.02') for _ in range(100)]\n"
+        "%bg --wait all --timeout 60\nunsub()"
+    )
+    assert kernel.value("peak[0], all(h.status == 'succeeded' for h in hs)") == "(4, True)"
+    kernel.run("%config TTasks.max_workers = 8")
+
+
+BAD = [
+    ("%bg --foo 1", "unknown option --foo"),
+    ("%bg --timeout abc !true", "--timeout takes seconds (a number), not 'abc'"),
+    ("%bg --timeout -1 !true", "--timeout must be a positive number of seconds"),
+    ("%bg --retries -2 !true", "--retries must be >= 0"),
+    ("%bg", "nothing to run"),
+    ("%bg -n fit", "nothing to run"),
+    ("%bg --cancel nosuch", "no task 'nosuch'"),
+    ("%bg x = = 1", "syntax error in the body, line 1"),
+    ("%bg -n 9lives !true", "a task name must be an identifier"),
+    ("%bg -n all !true", "a task name must be an identifier other than all/any"),
+    ("%bg !echo {nosuchname}", "name 'nosuchname' is not defined"),
+    ("%bg !echo $HOME", "write $$HOME for the shell's own variable"),
+    ("%bg -o v x = 1", "-o v takes the value of an expression, but the body is a statement"),
+    ("%bg --list --name x", "does not go with --list"),
+    ("%bg --quiet --cancel x", "--cancel is an action"),
+    ("%bg --time 3 !true", "unknown option --time"),
+    ("%bg --env 1=2 !true", "write NAME=expression"),
+    ("%bg --cwd /no/such/dir !true", "is not a directory"),
+    ("%bg --ready x !true", "--ready goes with --service"),
+]
+
+
+@pytest.mark.parametrize("line,message", BAD)
+def test_bad_input_is_a_one_line_usage_error_and_disturbs_nothing(kernel, line, message):
+    before = kernel.value("len(__import__('ttasks_ipy').extension.session().tasks()), sorted(globals())[:0]")
+    r = kernel.run(line, allow_error=True)
+    assert r.error is None or r.error["ename"] == "UsageError"
+    err = r.stderr.strip()
+    assert err.startswith("UsageError: %bg") and "\n" not in err, err
+    assert message in err
+    assert "Traceback" not in r.stderr + r.stdout
+    assert kernel.value("len(__import__('ttasks_ipy').extension.session().tasks()), sorted(globals())[:0]") == before
+
+
+def test_unload_removes_everything():
+    k = start_kernel()
+    try:
+        k.run("h = %bg --quiet !sleep 300")
+        pid = int(k.value("import time\nwhile h.pid is None: time.sleep(0.01)\nh.pid"))
+        k.run("%unload_ext ttasks_ipy")
+        no_process_left(pid, 5)
+        r = k.run("%bg !true", allow_error=True)
+        assert "UsageError" in r.stderr and "bg" in r.stderr
+        k.run("%load_ext ttasks_ipy\n%bg -o again !echo back\n%bg --wait")
+        assert k.value("again.output") == "'back\\n'"
+    finally:
+        stop_kernel(k)
+
+
+@pytest.mark.parametrize("how", ["shutdown", "sigkill"])
+def test_kernel_exit_leaves_no_orphan(how):
+    k = start_kernel()
+    k.run("a = %bg --quiet !trap '' TERM; sleep 300 & sleep 300\nb = %bg --quiet !sleep 300")
+    pids = [int(k.value(f"import time\nwhile {h}.pid is None: time.sleep(0.01)\n{h}.pid")) for h in "ab"]
+    if how == "sigkill":
+        os.kill(k.pid, signal.SIGKILL)
+        k.kc.stop_channels()
+    else:
+        stop_kernel(k)
+    for pid in pids:
+        no_process_left(pid, 2.0 + 5)
+
+
+def test_interrupt_does_not_reach_tasks(fresh_kernel):
+    k = fresh_kernel
+    k.run("h = %bg --quiet !sleep 30\nimport time\nwhile h.pid is None: time.sleep(0.01)")
+    pid = int(k.value("h.pid"))
+    msg_id = k.kc.execute("import time; time.sleep(20)")
+    time.sleep(0.5)  # let the sleep start: there is no event for "the cell is inside sleep()"
+    k.km.interrupt_kernel()
+    deadline = time.monotonic() + 10
+    while True:
+        m = k.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "error":
+            assert m["content"]["ename"] == "KeyboardInterrupt"
+            break
+    k.kc.get_shell_msg(timeout=10)
+    assert k.value("h.status") == "'running'"
+    assert session_members(pid)
+    k.run("h.cancel()")
