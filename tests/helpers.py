@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ttasks_ipy.core import EventKind, Executor, TaskEvent
 from ttasks_ipy.core.procs import session_members
