@@ -1,0 +1,290 @@
+"""``TaskCard``: the live widget of one task.
+
+Three widget models: a row (``HBox``) holding one ``HTML`` widget that draws
+the whole card (name, kind, status badge, clock, progress bar, output tail,
+reason) and a Cancel ``Button`` laid over its top-right corner. While the task
+runs only the HTML changes, one message per update; when it ends, the HTML
+and the button (hidden) change once more. The card is rendered on the main
+thread when it is created and from then on only by the ``Updater``.
+
+Progress comes from ``ctx.progress()`` (PROGRESS events) or, when the task
+never reports any, from the last tqdm-style line of its output.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+from traitlets import Float, Int, Unicode, validate
+
+from ..core import Task, TaskState
+from . import ansi, base
+from .style import (
+    BORDER,
+    FONT,
+    MONO,
+    MUTED,
+    SUNKEN,
+    SURFACE,
+    TEXT,
+    badge,
+    bar,
+    chip,
+    clock,
+    colours,
+    duration,
+    esc,
+    shorten,
+)
+
+if TYPE_CHECKING:
+    from .updater import Updater
+
+
+class TaskCard(widgets.HBox):
+    """The live card of one task; create it on the main thread with ``task_card(task, updater)``."""
+
+    #: seconds between two updates: at most 10 a second
+    min_interval = 0.1
+
+    tail_lines = Int(8, help="How many of the last output lines the card shows (0 hides the output).")
+    tail_chars = Int(16_384, help="How many characters of the output tail are read to find those lines.")
+    status = Unicode("", help="The status the card shows now (read only; not synced).")
+    percent = Float(None, allow_none=True, help="The progress the bar shows, 0-100, or None (read only).")
+
+    @validate("tail_lines", "tail_chars")
+    def _non_negative(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value < 0:
+            raise ValueError(f"{proposal['trait'].name} must be >= 0, not {value}")
+        return value
+
+    @validate("percent")
+    def _clamp(self, proposal: Any) -> float | None:
+        value = proposal["value"]
+        return None if value is None else min(100.0, max(0.0, float(value)))
+
+    def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8) -> None:
+        self._html = base.html_widget("", "card_html")
+        self._button = widgets.Button(
+            description="Cancel",
+            tooltip=f"Cancel task {task.label}",
+            layout=base.layout("cancel"),
+            style=base.cancel_style(),
+        )
+        super().__init__(
+            children=(self._html, self._button),
+            layout=base.layout("card"),
+            _dom_classes=("ttasks-card",),
+            tail_lines=tail_lines,
+        )
+        self._task_ref = weakref.ref(task)
+        self._plain = _plain_line(task)
+        self._describe = shorten(task.spec.runner.describe(), 160)
+        self._tqdm: float | None = None
+        self._ever_percent = False
+        self._button_shown = True
+        self._button.on_click(self._on_cancel)
+        self.push()
+        if updater is not None:
+            updater.watch(self, [task])
+
+    # ---- the View protocol (for the Updater) ---------------------------
+    @property
+    def task(self) -> Task | None:
+        """The task, while it is kept somewhere."""
+        return self._task_ref()
+
+    @property
+    def live(self) -> bool:
+        """True while the task runs (its clock ticks)."""
+        task = self._task_ref()
+        return task is not None and task.state is TaskState.RUNNING
+
+    @property
+    def final(self) -> bool:
+        """True once the task has finished."""
+        task = self._task_ref()
+        return task is None or task.state.terminal
+
+    @property
+    def closed(self) -> bool:
+        """True once the widget was closed."""
+        return base.is_closed(self) or base.is_closed(self._html)
+
+    def push(self) -> int:
+        """Render the task's latest state; return the messages sent (0 when nothing changed)."""
+        task = self._task_ref()
+        if task is None:
+            return 0
+        value = self.render(task)
+        sent = base.assign(self._html, value=value)
+        show = task.state.active
+        if show != self._button_shown:
+            self._button_shown = show
+            sent += base.assign(self._button, layout=base.layout("cancel" if show else "hidden"))
+        return sent
+
+    # ---- rendering -----------------------------------------------------
+    def render(self, task: Task) -> str:
+        """The card's HTML for the task as it is now."""
+        status = task.status
+        self.status = status
+        fg, _ = colours(status)
+        active = task.state.active
+        lines = self._lines(task)
+        percent = self._percent(task, lines)
+        self.percent = percent
+        parts = [self._header(task, status, active), self._progress(task, status, percent)]
+        if lines:
+            parts.append(
+                f'<div class="ttasks-tail" style="margin-top:8px;padding:6px 0;border-radius:6px;'
+                f"background:{SUNKEN};border:1px solid {BORDER};font-family:{MONO};font-size:12px;"
+                f'line-height:1.45;white-space:pre;overflow-x:auto;color:{TEXT}">{ansi.lines_html(lines)}</div>'
+            )
+        parts.append(self._footer(task, status))
+        return (
+            f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
+            f'data-percent="{"" if percent is None else f"{percent:.1f}"}" '
+            f"style=\"box-sizing:border-box;font-family:{FONT};font-size:13px;line-height:1.4;color:{TEXT};"
+            f"background:{SURFACE};border:1px solid {BORDER};border-left:4px solid {fg};border-radius:8px;"
+            f'padding:10px 14px 10px 12px;box-shadow:0 1px 2px rgba(31,35,40,.06)">{"".join(parts)}</div>'
+        )
+
+    def _header(self, task: Task, status: str, active: bool) -> str:
+        out = task.spec.meta.get("out")
+        name = esc(task.label) + (f' <span style="color:{MUTED};font-weight:400">→ {esc(out)}</span>' if out else "")
+        if task.state is TaskState.RUNNING:
+            when = clock(task.elapsed)
+        elif task.state.terminal and task.started is not None:
+            when = duration(task.elapsed)
+        else:
+            when = ""
+        return (
+            f'<div style="display:flex;align-items:center;gap:8px;min-height:28px;'
+            f'padding-right:{92 if active else 0}px">'
+            f'<span style="font-weight:600;font-size:14px;white-space:nowrap">{name}</span>'
+            f"{chip(task.kind)}{badge(status)}"
+            f'<span title="{esc(self._describe)}" style="flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;'
+            f'white-space:nowrap;color:{MUTED};font-family:{MONO};font-size:12px">{esc(self._describe)}</span>'
+            f'<span class="ttasks-clock" style="font-variant-numeric:tabular-nums;color:{MUTED};'
+            f'white-space:nowrap">{esc(when)}</span></div>'
+        )
+
+    def _progress(self, task: Task, status: str, percent: float | None) -> str:
+        state = task.state
+        if state is TaskState.RUNNING:
+            shown = percent
+        elif state is TaskState.SUCCEEDED and self._ever_percent:
+            shown = 100.0
+        elif state.terminal and percent is not None:
+            shown = percent
+        else:
+            return ""
+        message = task.progress[1]
+        label = "" if shown is None else f"{shown:.0f}%"
+        return (
+            f'<div style="display:flex;align-items:center;gap:10px;margin-top:6px">{bar(shown, status)}'
+            f'<span style="min-width:36px;text-align:right;font-variant-numeric:tabular-nums;font-size:12px;'
+            f'color:{MUTED}">{label}</span>'
+            + (
+                f'<span style="max-width:40%;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;'
+                f'font-size:12px;color:{MUTED}">{esc(message)}</span>'
+                if message
+                else ""
+            )
+            + "</div>"
+        )
+
+    def _footer(self, task: Task, status: str) -> str:
+        fg, _ = colours(status)
+        bits = []
+        state = task.state
+        if state is TaskState.SUCCEEDED:
+            bits.append(f'<span style="color:{fg}">✓ finished in {esc(duration(task.elapsed))}</span>')
+        elif state is TaskState.FAILED:
+            bits.append(f'<span style="color:{fg}">✗ {esc(shorten(task.error or task.reason or "failed", 300))}</span>')
+        elif state is TaskState.CANCELLED:
+            bits.append(f'<span style="color:{fg}">⊘ {esc(task.reason or "cancelled")}</span>')
+        elif state is TaskState.BLOCKED:
+            by = ", ".join(task.blocked_by)
+            bits.append(f'<span style="color:{fg}">⊘ {esc(task.reason or f"blocked by {by}")}</span>')
+        elif task.stalled and state is TaskState.RUNNING:
+            bits.append(f'<span style="color:{fg}">no output for a while: stalled</span>')
+        if task.spec.retries and task.attempt:
+            bits.append(f"attempt {task.attempt} of {task.spec.retries + 1}")
+        if state is TaskState.QUEUED and task.attempt and task.reason:
+            bits.append(f"retrying after: {esc(shorten(task.reason, 120))}")
+        if task.ready_line is not None:
+            ready = esc(shorten(ansi.strip(task.ready_line), 120))
+            bits.append(f'ready: <span style="font-family:{MONO}">{ready}</span>')
+        delivered = task.spec.meta.get("delivered")
+        if delivered:
+            names = ", ".join(f'<b style="font-family:{MONO}">{esc(n)}</b>' for n in delivered)
+            bits.append(f"delivered {names}")
+        if not bits:
+            return ""
+        sep = f'<span style="color:{BORDER}"> · </span>'
+        return f'<div class="ttasks-reason" style="margin-top:8px;font-size:12px;color:{MUTED}">{sep.join(bits)}</div>'
+
+    def _lines(self, task: Task) -> list[ansi.Line]:
+        if self.tail_lines == 0:
+            return []
+        pieces = task.output_buffer.tail_mixed()
+        if not pieces:
+            return []
+        return ansi.tail_lines(pieces, self.tail_lines, max_chars=self.tail_chars)
+
+    def _percent(self, task: Task, lines: list[ansi.Line]) -> float | None:
+        reported = task.progress[0]
+        if reported is not None:
+            self._ever_percent = True
+            return reported
+        found = ansi.tqdm_percent(lines)
+        if found is not None:
+            self._tqdm = found
+            self._ever_percent = True
+        return self._tqdm
+
+    # ---- acting --------------------------------------------------------
+    def _on_cancel(self, _button: widgets.Button) -> None:
+        task = self._task_ref()
+        if task is not None:
+            task.cancel()
+
+    def click_cancel(self) -> None:
+        """Do what a click on Cancel does (for tests and keyboard users)."""
+        self._button.click()
+
+    @property
+    def cancel_button(self) -> widgets.Button:
+        """The Cancel button."""
+        return self._button
+
+    @property
+    def html(self) -> widgets.HTML:
+        """The HTML widget that draws the card."""
+        return self._html
+
+    # ---- stable plain text ---------------------------------------------
+    def __repr__(self) -> str:
+        return self._plain
+
+
+def _plain_line(task: Task) -> str:
+    """The stable ``text/plain`` of a card: the text view's start line when there is one."""
+    try:
+        from . import text
+
+        return text.start_line(task)
+    except Exception:  # the text views belong to the kernel layer; never fail a card for them
+        return f"[bg] {task.label} ({task.kind}): {shorten(task.spec.runner.describe(), 60)}"
+
+
+def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8) -> TaskCard:
+    """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it."""
+    return TaskCard(task, updater, tail_lines=tail_lines)
+
+
+__all__ = ["TaskCard", "task_card"]
