@@ -1,0 +1,275 @@
+"""Prompt tasks: an LLM request streamed into the task's output, token by token.
+
+``PromptRunner`` is the task kind ``prompt``. Its attempt sends the request as
+a coroutine to the one shared LLM event-loop thread (``llm/loop.py``), where
+many prompts run at once under ``max_concurrency``; the worker thread only
+waits, moving each token the loop hands over into ``ctx.output('stdout', ...)``
+(so subscribers run on the worker, never on the shared loop) and returns the
+whole text, a ``str``. Facts about the answer (model, latencies, token usage)
+are in ``runner.meta``.
+
+Cancel (and so the executor's timeout) cancels the coroutine on the loop,
+which closes the HTTP connection; the attempt then raises ``TaskCancelled``.
+
+``expand_prompt(template, namespace)`` expands ``{expr}`` without quoting,
+with ``{{`` and ``}}`` for literal braces. The backends live in ``llm/``.
+"""
+from __future__ import annotations
+
+import builtins
+import concurrent.futures
+import inspect
+import queue
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .context import RunContext
+from .errors import SpecError, TaskCancelled
+from .llm import loop
+from .llm.chat import Emit, PromptRequest, stream_chat
+from .llm.errors import PromptFailed
+from .llm.pycall import call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
+from .llm.settings import PromptSettings
+from .pycode import FallbackGlobals
+from .spec import Runner
+
+__all__ = ["PromptFailed", "PromptRunner", "PromptSettings", "expand_prompt", "shutdown_loop"]
+
+#: how often a waiting worker looks at its cancel flag even without news (a safety net)
+_POLL = 0.5
+_END = object()
+
+
+class PromptRunner(Runner):
+    """Sends ``text`` to the LLM of ``settings``; the task's value is the answer (a ``str``).
+
+    ``model`` and ``system`` override the settings for this task. With
+    ``namespace``, ``text`` is a template expanded against it when the attempt
+    starts (graphs); otherwise it is sent as given (expand it at dispatch with
+    ``expand_prompt``). Raises ``SpecError`` at once, in one line naming the
+    settings to set, when no backend or no model is configured.
+
+    After (and during) a run, ``meta`` holds: ``backend``, ``model``, ``url`` or
+    ``callable``, ``retries``, ``wait_s`` (queued behind the concurrency limit),
+    ``first_token_s``, ``latency_s``, ``chars``, ``usage`` (the server's token
+    counts, or None), ``finish_reason``, ``response_model``.
+    """
+
+    kind = "prompt"
+    #: the attempt waits on the shared loop, not on the CPU: an executor may run it without a worker slot
+    needs_worker_slot = False
+
+    def __init__(
+        self,
+        text: str,
+        settings: PromptSettings | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        *,
+        namespace: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(text, str) or not text.strip():
+            raise SpecError("the prompt is empty: write the question after ?, or a body under %%bg --prompt")
+        self.settings = settings if settings is not None else PromptSettings.from_env()
+        self.text = text
+        self.model = self.settings.resolve_model(model)
+        self.system = system if system is not None else self.settings.system
+        self.namespace = namespace
+        self._fn: Callable[..., Any] | None = None
+        if self.settings.backend == "callable":
+            assert self.settings.callable is not None
+            self._fn = load_callable(self.settings.callable)
+        self.meta: dict[str, Any] = {}
+
+    # ---- describing ----------------------------------------------------
+    def describe(self) -> str:
+        line = self.text.strip().splitlines()[0]
+        return "?" + (line if len(line) <= 60 else line[:57] + "...")
+
+    def request_info(self) -> dict[str, Any]:
+        """The request as it may be shown: URL, headers with secrets as ``***``, body (or the callable)."""
+        req = PromptRequest(self.text, self.model, self.system, self.settings)
+        if self._fn is not None:
+            return {"callable": self.settings.callable, "prompt": self.text, "options": call_options(req)}
+        url = self.settings.chat_url.replace(self.settings.base_url or "", self.settings.public_url, 1)
+        return {"url": url, "headers": self.settings.shown_headers(), "body": req.body()}
+
+    def __repr__(self) -> str:
+        text = self.text if len(self.text) <= 40 else self.text[:37] + "..."
+        return f"PromptRunner(model={self.model!r}, text={text!r}, backend={self.settings.backend!r})"
+
+    # ---- running -------------------------------------------------------
+    def run(self, ctx: RunContext) -> str:
+        started = time.monotonic()
+        s = self.settings
+        meta: dict[str, Any] = {
+            "backend": s.backend, "model": self.model, "retries": 0, "wait_s": 0.0, "first_token_s": None,
+            "latency_s": None, "chars": 0, "usage": None, "finish_reason": None, "response_model": None,
+        }
+        if self._fn is not None:
+            meta["callable"] = s.callable
+        else:
+            meta["url"] = s.public_url
+        self.meta = meta
+        prompt = self.text if self.namespace is None else expand_prompt(self.text, self.namespace)
+        req = PromptRequest(prompt, self.model, self.system, s)
+        try:
+            if self._fn is not None:
+                return self._run_callable(ctx, req, meta, started)
+            return self._on_loop(ctx, lambda emit: stream_chat(req, emit, meta, started), meta, started)
+        finally:
+            meta["latency_s"] = round(time.monotonic() - started, 4)
+
+    def cancel(self, ctx: RunContext) -> None:
+        with ctx.lock:
+            fut = ctx.handle
+        if isinstance(fut, concurrent.futures.Future):
+            fut.cancel()  # cancels the coroutine on the loop; the waiting worker wakes at once
+
+    def _on_loop(
+        self, ctx: RunContext, make: Callable[[Emit], Any], meta: dict[str, Any], started: float
+    ) -> str:
+        """Run the coroutine ``make(emit)`` on the shared loop; move what it emits into the output."""
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        with ctx.lock:
+            ctx.check()
+            fut = loop.submit(make(inbox.put))
+            ctx.handle = fut
+        fut.add_done_callback(lambda _f: inbox.put(_END))
+        while True:
+            try:
+                item = inbox.get(timeout=_POLL)
+            except queue.Empty:
+                if ctx.cancelled:
+                    fut.cancel()
+                continue
+            if item is _END:
+                break
+            if not ctx.cancelled:
+                self._emit(ctx, item, meta, started)
+        try:
+            return fut.result(timeout=0)
+        except concurrent.futures.CancelledError:
+            raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
+
+    @staticmethod
+    def _emit(ctx: RunContext, text: str, meta: dict[str, Any], started: float) -> None:
+        if meta["first_token_s"] is None:
+            meta["first_token_s"] = round(time.monotonic() - started, 4)
+        meta["chars"] += len(text)
+        ctx.output("stdout", text)
+
+    def _run_callable(self, ctx: RunContext, req: PromptRequest, meta: dict[str, Any], started: float) -> str:
+        assert self._fn is not None
+        spec = str(self.settings.callable)
+        parts: list[str] = []
+        value: Any = None
+        try:
+            ctx.check()
+            value = self._fn(req.prompt, **call_options(req))
+            if is_async(value):
+                mc = self.settings.max_concurrency
+                return self._on_loop(ctx, lambda emit: stream_async(value, spec, mc, emit, parts), meta, started)
+            for text in iter_sync(value, spec):
+                ctx.check()
+                if text:
+                    parts.append(text)
+                    self._emit(ctx, text, meta, started)
+            ctx.check()
+            return "".join(parts)
+        except (TaskCancelled, PromptFailed):
+            if inspect.iscoroutine(value) and inspect.getcoroutinestate(value) == inspect.CORO_CREATED:
+                value.close()
+            raise
+        except Exception as e:
+            if ctx.cancelled:
+                raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
+            failure = callable_failure(e, spec, "".join(parts), self.settings)
+        finally:
+            if inspect.isgenerator(value):
+                value.close()
+        # raised outside the handler: the user's exception (its text may hold a secret) is not its context
+        raise failure
+
+
+def shutdown_loop(timeout: float = 2.0) -> None:
+    """Stop the shared LLM loop: cancel prompts in flight, close connections (for extension unload)."""
+    loop.shutdown(timeout)
+
+
+# ---- expanding {expr} ----------------------------------------------------
+def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
+    """``template`` with each ``{expr}`` replaced by ``str(eval(expr))`` against ``namespace``.
+
+    No quoting is added. ``{{`` and ``}}`` stand for literal braces. A name
+    that is not defined, an expression that does not parse or that raises, and
+    an unmatched brace each raise ``SpecError`` naming it.
+    """
+    out: list[str] = []
+    i, n = 0, len(template)
+    while i < n:
+        c = template[i]
+        if c == "{":
+            if template.startswith("{{", i):
+                out.append("{")
+                i += 2
+                continue
+            end = _field_end(template, i)
+            out.append(_eval_field(template[i + 1:end], namespace))
+            i = end + 1
+        elif c == "}":
+            if template.startswith("}}", i):
+                out.append("}")
+                i += 2
+                continue
+            raise SpecError(f"a single '}}' at character {i + 1} of the prompt: write '}}}}' for a literal brace")
+        else:
+            j = min((k for k in (template.find("{", i), template.find("}", i)) if k >= 0), default=n)
+            out.append(template[i:j])
+            i = j
+    return "".join(out)
+
+
+def _field_end(template: str, start: int) -> int:
+    """The index of the '}' closing the field opened at ``start`` (brackets and quotes inside respected)."""
+    depth, quote, i = 0, "", start + 1
+    while i < len(template):
+        c = template[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            if c == "}" and depth == 0:
+                return i
+            depth -= 1
+        i += 1
+    raise SpecError(
+        f"the '{{' at character {start + 1} of the prompt is never closed: write '{{{{' for a literal brace"
+    )
+
+
+def _eval_field(expr: str, namespace: Mapping[str, Any]) -> str:
+    src = expr.strip()
+    if not src:
+        raise SpecError("an empty {} in the prompt: write {{}} for literal braces")
+    try:
+        code = compile(src, "<prompt>", "eval")
+    except SyntaxError as e:
+        raise SpecError(
+            f"{{{src}}} in the prompt is not a Python expression ({e.msg}): write {{{{ and }}}} for literal braces"
+        ) from None
+    g = FallbackGlobals({"__builtins__": builtins}, namespace)
+    try:
+        return str(eval(code, g))
+    except NameError as e:
+        name = getattr(e, "name", None) or str(e)
+        raise SpecError(f"name {name!r} in {{{src}}} is not defined") from None
+    except Exception as e:
+        raise SpecError(f"{{{src}}} in the prompt raised {type(e).__name__}: {e}") from e
