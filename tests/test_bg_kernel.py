@@ -33,16 +33,16 @@ def test_dispatch_is_fast(kernel):
 
 def test_python_statement_delivered_with_a_notice_at_the_next_cell(kernel):
     kernel.run("def slow(n):\n    import time; time.sleep(0.3); return n * 2")
-    kernel.run("%bg --quiet x = slow(21)\nimport time; time.sleep(1)")  # finishes while this cell runs
-    # never written while the cell ran; the notice came at the boundary
-    r = kernel.run("x")
-    assert r.texts[-1] == "42"
+    r = kernel.run("hx = %bg --quiet x = slow(21)\nassert hx.wait_done(10)\nprint('x' in globals())")
+    # finished while this cell ran, but never written while it ran; the notice came at its end
+    assert r.stdout.startswith("False\n[bg] ✓") and r.stdout.rstrip().endswith("→ x")
+    assert kernel.run("x").texts[-1] == "42"
 
 
 def test_nothing_written_while_a_cell_runs(kernel):
     r = kernel.run(
-        "%bg --quiet during = 1\nimport time\nseen = []\nfor _ in range(20):\n"
-        "    seen.append('during' in globals()); time.sleep(0.02)\nprint(any(seen))"
+        "hd = %bg --quiet during = 1\nassert hd.wait_done(10)\nimport time\nseen = []\nfor _ in range(10):\n"
+        "    seen.append('during' in globals()); time.sleep(0.01)\nprint(any(seen))"
     )
     assert r.stdout.splitlines()[0] == "False"
     assert "[bg] ✓" in r.stdout  # the notice, printed at the end of the cell
@@ -55,7 +55,7 @@ def test_loop_binds_names_at_dispatch(kernel):
 
 
 def test_line_ending_in_question_mark_reaches_the_magic(kernel):
-    r = kernel.run("%bg -o q !echo is it France?\n%bg --wait q")
+    r = kernel.run("%bg -n ask -o q !echo is it France?\n%bg --wait ask")
     assert kernel.value("q.output") == "'is it France?\\n'"
     assert "pinfo" not in r.stdout + r.stderr
 

@@ -107,6 +107,8 @@ class Delivery:
         self.cell_running = False
         #: the value delivery itself last wrote under each name (not a user's reassignment)
         self._ours: dict[str, Any] = {}
+        #: ids of the tasks whose notice was shown since the caller last cleared it
+        self.reported_now: set[int] = set()
 
     def drain(self, *, at_boundary: bool, only: set[int] | None = None) -> list[Task]:
         """Deliver what waits (main thread only); returns the tasks delivered."""
@@ -120,6 +122,7 @@ class Delivery:
             task.spec.meta["delivered"] = delivered
             task.spec.meta["not_delivered"] = kept
             self.show(task, text.notice(task, delivered, kept), at_boundary)
+            self.reported_now.add(task.id)
             done.append(task)
         return done
 

@@ -265,7 +265,7 @@ class BgMagics(Magics):
 
     def _filename(self) -> str:
         self._counter = getattr(self, "_counter", 0) + 1
-        return f"<bg-{self.shell.execution_count}-{self._counter}>"
+        return f"<bg-{self._counter}>"
 
     # ---- actions -------------------------------------------------------
     def _action(self, line: str) -> Any:
@@ -332,10 +332,15 @@ class BgMagics(Magics):
                 self.session.delivery.drain(at_boundary=True)
             return None
         started = time.monotonic()
+        self.session.delivery.reported_now.clear()
         try:
-            self.session.wait(tasks, timeout=timeout, return_when=mode)
+            done = self.session.wait(tasks, timeout=timeout, return_when=mode)
             if keys in ([], ["all"]):
                 self.session.delivery.drain(at_boundary=True)
+            # a task delivered before the wait began still gets its line: the wait's answer
+            for t in done:
+                if t.id not in self.session.delivery.reported_now:
+                    print(text.notice(t, t.spec.meta.get("delivered", ()), t.spec.meta.get("not_delivered", ())))
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
         except KeyboardInterrupt:

@@ -40,6 +40,9 @@ class Session:
         self.inbox = Inbox()
         self.delivery = Delivery(shell.user_ns, self.inbox, self._show, overwrite=lambda: self.config.overwrite)
         self._displays: dict[int, Any] = {}
+        #: counts cells run since load (execution_count does not move when history is off)
+        self.cell_seq = 0
+        self._pending_lines: list[str] = []
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
         self.executor.add_wait_hook(self._after_wait)
@@ -77,11 +80,11 @@ class Session:
         handle = display(_Line(text.start_line(task)), display_id=True)
         if handle is not None:
             self._displays[task.id] = handle
-        self._shown_in_cell[task.id] = getattr(self.shell, "execution_count", 0)
+        self._shown_in_cell[task.id] = self.cell_seq
 
     def shown_in_this_cell(self, task: Task) -> bool:
         """Whether the dispatching magic already displayed ``task`` in the running cell."""
-        return self._shown_in_cell.get(task.id) == getattr(self.shell, "execution_count", -1)
+        return self.delivery.cell_running and self._shown_in_cell.get(task.id) == self.cell_seq
 
     def _show(self, task: Task, line: str, at_boundary: bool) -> None:
         handle = self._displays.get(task.id)
@@ -92,8 +95,14 @@ class Session:
                 log.debug("display update failed", exc_info=True)
         if not self.config.notices:
             return
-        if at_boundary or handle is None:
+        if handle is not None and at_boundary and self.shown_in_this_cell(task):
+            return  # the display just updated stands in this very cell: no second line
+        if at_boundary:
             print(line)
+        elif handle is None:
+            # idle, and no display of its own: printing now would land in whatever cell ran
+            # last; the line waits for the start of the next cell instead
+            self._pending_lines.append(line)
 
     # ---- events and delivery -------------------------------------------
     def _on_event(self, ev: TaskEvent) -> None:
@@ -135,11 +144,15 @@ class Session:
             log.debug("terminal delivery failed", exc_info=True)
 
     def pre_run_cell(self, *_: Any) -> None:
+        self.cell_seq += 1
         self.delivery.cell_running = True
+        lines, self._pending_lines = self._pending_lines, []
+        for line in lines:
+            print(line)
 
     def post_run_cell(self, *_: Any) -> None:
-        self.delivery.cell_running = False
         self.delivery.drain(at_boundary=True)
+        self.delivery.cell_running = False
 
     def _after_wait(self, done: list[Task]) -> None:
         if threading.current_thread() is threading.main_thread():
