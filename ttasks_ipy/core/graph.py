@@ -188,7 +188,7 @@ def check_graph(nodes: Sequence[NodeLike]) -> list[str]:
     except graphlib.CycleError as e:
         cycle = list(e.args[1])
         lines = sorted({first[c].line for c in cycle if first[c].line is not None})
-        at = f" (lines {', '.join(map(str, lines))})" if lines else ""
+        at = f" (line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))})" if lines else ""
         raise SpecError(
             f"dependency cycle: {' -> '.join(cycle)}{at}: each task would wait for itself; "
             "remove one of these dependencies"
@@ -414,7 +414,7 @@ class GraphRun:
         nodes = tuple(nodes)
         order = check_graph(nodes)
         for n in nodes:
-            if n.name in _RESERVED:
+            if n.name in RESERVED_NAMES:
                 raise SpecError(
                     f"{_where(n)}task name {n.name} is taken by the graph handle itself ({name}.{n.name}): "
                     "choose another name"
@@ -824,12 +824,13 @@ class GraphRun:
 
 
 #: names a task may not take: the handle's own attributes (graph.wait is the method)
-_RESERVED = frozenset(n for n in dir(GraphRun) if not n.startswith("__"))
+RESERVED_NAMES = frozenset(n for n in dir(GraphRun) if not n.startswith("__"))
 
 __all__ = [
     "GraphNode",
     "GraphRun",
     "GraphStats",
+    "RESERVED_NAMES",
     "RunnerFactory",
     "Upstream",
     "UpstreamResult",

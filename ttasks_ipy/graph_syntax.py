@@ -1,0 +1,488 @@
+"""The body of a ``%%bgraph`` cell: task lines in, ``GraphNode``s out.
+
+Grammar, one task per line::
+
+    NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY
+
+BODY starts after the colon: ``!`` bash, ``?`` an LLM prompt, anything else
+Python. Lines indented deeper than the task lines continue the body above
+them (their common indentation removed); inside a body every line belongs to
+it, ``#`` lines included. At task-line indentation, ``#`` lines and blank
+lines are ignored. To write a Python block, start the body on the next line.
+
+``parse_graph`` reads the text (pure: no namespace), ``build_nodes`` turns the
+lines into ``GraphNode``s whose runners are built when each task is released,
+and ``compile_graph`` does both. Every bad input raises a one-line
+``SpecError`` that names the cell line; nothing runs.
+
+Values reach bodies at run time: Python bodies see ``upstream`` (their direct
+dependencies' results) besides the names they read, which are bound at
+dispatch like ``%bg``; in one-line bash bodies ``{expr}`` and ``$name`` are
+expanded when the task is released, shell-quoted as in ``%bg``; prompt bodies
+expand ``{expr}`` without quoting. Multi-line bash bodies are passed as written.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import difflib
+import math
+import re
+import textwrap
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .core.bash import BashRunner
+from .core.errors import SpecError
+from .core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph, check_name
+from .core.pycode import PyBody, PythonRunner, bind, compile_body
+from .core.spec import Runner
+from .syntax import expand_shell
+
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_NUMBER_VALUE = re.compile(r"[^\s:,]*")
+#: a model name may hold ':' (llama3:8b); it ends at whitespace, a comma, or a ':' that ends the header
+_MODEL_VALUE = re.compile(r"[^\s,]*?(?=:\s|:$|[\s,]|$)")
+_FLAGS = ("finally", "optional", "process")
+_KEYS = ("timeout", "retries", "stall", "model")
+_WORDS = ("after", *_FLAGS, *_KEYS)
+_GRAMMAR = "NAME [after DEP, ...] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY"
+#: Mapping methods of ``Upstream``: ``upstream.get`` is the method, not a task
+_UPSTREAM_METHODS = frozenset({"get", "items", "keys", "values"})
+
+#: ``(text, model, namespace) -> Runner``: builds a prompt runner that expands ``text`` against ``namespace``
+PromptFactory = Callable[[str, "str | None", Mapping[str, Any]], Runner]
+#: ``(body, bound, first_line) -> Runner``: a Python body in a worker process (``bound`` holds ``upstream``)
+ProcessFactory = Callable[[PyBody, Mapping[str, Any], int], Runner]
+
+
+@dataclass(frozen=True)
+class TaskLine:
+    """One task as written in the cell (before anything is compiled)."""
+
+    name: str
+    kind: str  # 'bash' | 'python' | 'prompt'
+    body: str  # without the ! or ? marker, common indentation removed
+    line: int  # cell line of the task line
+    body_line: int  # cell line of the body's first line
+    deps: tuple[str, ...] = ()
+    finally_: bool = False
+    optional: bool = False
+    timeout: float | None = None
+    retries: int = 0
+    stall: float | None = None
+    process: bool = False
+    model: str | None = None
+
+    @property
+    def multiline(self) -> bool:
+        """True when the body has more than one line."""
+        return "\n" in self.body.strip("\n")
+
+    @property
+    def source(self) -> str:
+        """The body with its marker, as shown in lists."""
+        return {"bash": "!", "prompt": "?"}.get(self.kind, "") + self.body
+
+
+@dataclass
+class _Pending:
+    """A task line whose body lines are still being read."""
+
+    name: str
+    line: int
+    inline: str
+    opts: dict[str, Any]
+    cont: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _fail(line: int, message: str) -> SpecError:
+    return SpecError(f"line {line}: {message}")
+
+
+def _indent(raw: str) -> int:
+    """Width of the leading whitespace (tabs to multiples of 8)."""
+    lead = raw[: len(raw) - len(raw.lstrip(" \t"))]
+    return len(lead.expandtabs(8))
+
+
+# ---- parsing ---------------------------------------------------------------
+def parse_graph(cell: str, *, first_line: int = 2) -> list[TaskLine]:
+    """Read the task lines of a ``%%bgraph`` cell body.
+
+    ``first_line`` is the cell line of the body's first line (2: the line
+    after ``%%bgraph``); messages and Python tracebacks use cell lines.
+    Checks everything that needs no namespace: the grammar, option values,
+    empty bodies, ``optional`` without ``finally``, duplicate names, unknown
+    dependencies (with the closest name) and cycles. Raises ``SpecError``.
+    """
+    tasks: list[TaskLine] = []
+    base: int | None = None
+    cur: _Pending | None = None
+    for idx, raw in enumerate(cell.splitlines()):
+        ln = first_line + idx
+        text = raw.strip()
+        if not text:
+            if cur is not None:
+                cur.cont.append((ln, ""))
+            continue
+        width = _indent(raw)
+        if base is None:
+            if text.startswith("#"):
+                continue
+            base = width
+        if width > base:
+            if cur is None:
+                raise _fail(ln, "indented line before the first task: indent only the lines that continue a body")
+            cur.cont.append((ln, raw))
+            continue
+        if text.startswith("#"):
+            if cur is not None:
+                cur.cont.append((ln, ""))  # keeps the body's line numbers
+            continue
+        if width < base:
+            raise _fail(ln, "less indented than the first task line: task lines start in one column")
+        if cur is not None:
+            tasks.append(_finish(cur))
+        cur = _read_header(text, ln)
+    if cur is not None:
+        tasks.append(_finish(cur))
+    if not tasks:
+        raise SpecError("the graph has no tasks: write one task per line, " + _GRAMMAR)
+    check_graph(tasks)
+    for t in tasks:
+        if t.name in RESERVED_NAMES:
+            raise _fail(t.line, f"task name {t.name} is taken by the graph handle's own attribute: choose another")
+    return tasks
+
+
+def _read_header(text: str, ln: int) -> _Pending:
+    """Read ``NAME [words]:`` and keep the rest of the line as the inline body."""
+    m = _NAME.match(text)
+    if not m:
+        why = "a task line starts with the task's name" if text[:1] in "!?" else f"cannot read {text[:30]!r}"
+        raise _fail(ln, f"{why}: a task line reads {_GRAMMAR}")
+    name = m.group()
+    check_name(name, "task", f"line {ln}: ")
+    pos, n = m.end(), len(text)
+    opts: dict[str, Any] = {}
+    while True:
+        while pos < n and text[pos].isspace():
+            pos += 1
+        if pos >= n:
+            raise _fail(ln, f"no ':' after the header of task {name}: a task line reads {_GRAMMAR}")
+        if text[pos] == ":":
+            return _Pending(name, ln, text[pos + 1:].strip(), opts)
+        m = _NAME.match(text, pos)
+        if not m:
+            raise _fail(ln, f"unexpected {text[pos]!r} in the header of task {name}: a task line reads {_GRAMMAR}")
+        word, pos = m.group(), m.end()
+        if word in opts:
+            raise _fail(ln, f"{word} is given twice for task {name}" + (
+                ": list every dependency after one 'after', separated by commas" if word == "after" else ""))
+        if word == "after":
+            deps: list[str] = []
+            while True:
+                while pos < n and text[pos] in " \t":
+                    pos += 1
+                m = _NAME.match(text, pos)
+                if not m:
+                    raise _fail(ln, f"'after' needs task names separated by commas (task {name})")
+                deps.append(m.group())
+                pos = m.end()
+                while pos < n and text[pos] in " \t":
+                    pos += 1
+                if pos < n and text[pos] == ",":
+                    pos += 1
+                    continue
+                break
+            opts["after"] = tuple(deps)
+        elif word in _FLAGS:
+            if pos < n and text[pos] == "=":
+                raise _fail(ln, f"{word} takes no value (task {name})")
+            opts[word] = True
+        elif word in _KEYS:
+            if pos >= n or text[pos] != "=":
+                raise _fail(ln, f"{word} takes a value: write {word}={'M' if word == 'model' else 'N'} (task {name})")
+            vm = (_MODEL_VALUE if word == "model" else _NUMBER_VALUE).match(text, pos + 1)
+            assert vm is not None
+            opts[word] = _value(word, vm.group(), ln, name)
+            pos = vm.end()
+        else:
+            close = difflib.get_close_matches(word, _WORDS, n=1)
+            hint = f": did you mean {close[0]!r}?" if close else f" (options: {', '.join(_WORDS)})"
+            raise _fail(ln, f"unknown option word {word!r} in the header of task {name}{hint}")
+
+
+def _value(key: str, raw: str, ln: int, name: str) -> Any:
+    """Convert and check one ``key=value`` option."""
+    if key == "model":
+        if not raw:
+            raise _fail(ln, f"model= needs a model name (task {name})")
+        return raw
+    if key == "retries":
+        if not raw.isdigit():
+            raise _fail(ln, f"retries={raw}: retries must be a whole number >= 0 (task {name})")
+        return int(raw)
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not (v > 0 and math.isfinite(v)):
+        raise _fail(ln, f"{key}={raw}: {key} must be a positive number of seconds (task {name})")
+    return v
+
+
+def _finish(p: _Pending) -> TaskLine:
+    """Assemble the body of ``p``, find its kind, check what depends on it."""
+    cont = p.cont
+    while cont and not cont[-1][1].strip():
+        cont.pop()
+    if p.inline:
+        rest = textwrap.dedent("\n".join(raw for _, raw in cont)) if cont else ""
+        body, body_line = p.inline + ("\n" + rest if cont else ""), p.line
+    else:
+        while cont and not cont[0][1].strip():
+            cont.pop(0)
+        body = textwrap.dedent("\n".join(raw for _, raw in cont))
+        body_line = cont[0][0] if cont else p.line
+    kind = "python"
+    if body[:1] in ("!", "?"):
+        kind = "bash" if body[0] == "!" else "prompt"
+        body = body[1:]
+        first, nl, rest = body.partition("\n")
+        if nl and not first.strip():  # the marker alone, the body below it
+            body, body_line = rest, body_line + 1
+        else:
+            body = first.strip() + nl + rest
+    o = p.opts
+    if not body.strip():
+        what = {"bash": "empty command after '!'", "prompt": "empty prompt after '?'"}.get(kind, "empty body")
+        raise _fail(p.line, f"task {p.name} has an {what}: write {p.name}: BODY (!bash, ?prompt, else Python)")
+    if o.get("optional") and not o.get("finally"):
+        raise _fail(p.line, f"task {p.name} is optional but not finally: only a finally task may be optional")
+    if o.get("process") and kind != "python":
+        raise _fail(p.line, f"process runs Python bodies in a worker process; task {p.name} is a {kind} task")
+    if "model" in o and kind != "prompt":
+        raise _fail(p.line, f"model= goes with a prompt body (?...); task {p.name} is a {kind} task")
+    task = TaskLine(
+        name=p.name, kind=kind, body=body, line=p.line, body_line=body_line, deps=o.get("after", ()),
+        finally_=o.get("finally", False), optional=o.get("optional", False), timeout=o.get("timeout"),
+        retries=o.get("retries", 0), stall=o.get("stall"), process=o.get("process", False), model=o.get("model"),
+    )
+    if kind == "prompt" or (kind == "bash" and not task.multiline):
+        for expr, offset in _fields(task.body, body_line):
+            tree = _parse_expr(expr, offset, task)
+            _check_upstream(tree, task, offset)
+    return task
+
+
+# ---- {expr} fields ---------------------------------------------------------
+def _fields(text: str, first_line: int) -> list[tuple[str, int]]:
+    """The ``{expr}`` fields of ``text`` with their cell lines (``{{``/``}}`` skipped). Raises on a lone brace."""
+    out = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "{}" and text.startswith(c * 2, i):
+            i += 2
+            continue
+        line = first_line + text.count("\n", 0, i)
+        if c == "}":
+            raise _fail(line, "a single '}': write }} for a literal brace")
+        if c == "{":
+            end = _close(text, i)
+            if end < 0:
+                raise _fail(line, "unclosed '{': write {{ for a literal brace")
+            out.append((text[i + 1:end], line))
+            i = end + 1
+            continue
+        i += 1
+    return out
+
+
+def _close(text: str, i: int) -> int:
+    """Index of the ``}`` closing the ``{`` at ``i`` (brackets and Python strings respected), or -1."""
+    depth, quote, j = 0, "", i
+    while j < len(text):
+        c = text[j]
+        if quote:
+            if c == "\\":
+                j += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "{[(":
+            depth += 1
+        elif c in "}])":
+            depth -= 1
+            if depth == 0:
+                return j if c == "}" else -1
+        j += 1
+    return -1
+
+
+def _parse_expr(expr: str, line: int, task: TaskLine) -> ast.AST:
+    if not expr.strip():
+        raise _fail(line, f"empty {{}} in task {task.name}: write {{{{}}}} for literal braces")
+    try:
+        return ast.parse(expr.strip(), mode="eval")
+    except SyntaxError:
+        raise _fail(
+            line, f"{{{expr}}} in task {task.name} is not a Python expression: write {{{{ and }}}} for literal braces"
+        ) from None
+
+
+def _check_names(t: TaskLine, namespace: Mapping[str, Any]) -> None:
+    """Each name a ``{expr}`` field reads must be defined now (or be ``upstream``)."""
+    for expr, line in _fields(t.body, t.body_line):
+        tree = _parse_expr(expr, line, t)
+        stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        for n in ast.walk(tree):
+            if (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in stored
+                    and n.id != "upstream" and n.id not in namespace and not hasattr(builtins, n.id)):
+                raise _fail(line, f"task {t.name}: {{{expr}}}: name {n.id!r} is not defined "
+                                  "(write {{ and }} for literal braces)")
+
+
+def _check_upstream(tree: ast.AST, task: TaskLine, line: int) -> None:
+    """Each ``upstream.X`` / ``upstream["X"]`` must name a direct dependency of ``task``."""
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "upstream":
+            key = node.attr
+            if key in _UPSTREAM_METHODS:
+                continue
+        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "upstream"
+              and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+            key = node.slice.value
+        if key is None or key in task.deps:
+            continue
+        at = line + getattr(node, "lineno", 1) - 1
+        deps = ", ".join(task.deps) or "nothing"
+        close = difflib.get_close_matches(key, list(task.deps), n=1)
+        hint = f": did you mean upstream.{close[0]}?" if close else f": add it with 'after {key}'"
+        raise _fail(at, f"task {task.name} reads upstream.{key}, but it runs after {deps}{hint}")
+
+
+# ---- building nodes ----------------------------------------------------------
+def build_nodes(
+    tasks: list[TaskLine],
+    namespace: Mapping[str, Any],
+    *,
+    graph: str,
+    grace: float = 2.0,
+    make_prompt: PromptFactory | None = None,
+    make_process: ProcessFactory | None = None,
+) -> list[GraphNode]:
+    """Compile each task's body and give it a runner factory.
+
+    Python bodies are compiled now (a syntax error names the cell line) and
+    the names they read are bound from ``namespace`` now; ``upstream`` is
+    added when the task is released. Without ``make_prompt`` a ``?`` task, and
+    without ``make_process`` a ``process`` task, is refused here. Each node's
+    ``meta`` says ``source``, ``line``, ``expression`` and ``assigns`` (Python).
+    """
+    nodes = []
+    for t in tasks:
+        meta: dict[str, Any] = {"source": t.source, "line": t.line}
+        if t.kind == "python":
+            factory, body = _python(t, namespace, graph, make_process)
+            meta.update(expression=body.is_expression, assigns=list(body.assigns))
+        elif t.kind == "bash":
+            factory = _bash(t, namespace, grace)
+        else:
+            if make_prompt is None:
+                raise _fail(t.line, f"task {t.name}: prompt tasks (?) need an LLM backend, which is not set up here")
+            factory = _prompt(t, namespace, make_prompt)
+        first = t.source.strip().splitlines()[0]
+        nodes.append(GraphNode(
+            t.name, factory, deps=t.deps, finally_=t.finally_, optional=t.optional, kind=t.kind,
+            timeout=t.timeout, retries=t.retries, stall=t.stall, line=t.line, meta=meta,
+            describe=first + (" …" if t.multiline else ""),
+        ))
+    return nodes
+
+
+def compile_graph(
+    name: str,
+    cell: str,
+    namespace: Mapping[str, Any],
+    *,
+    first_line: int = 2,
+    grace: float = 2.0,
+    make_prompt: PromptFactory | None = None,
+    make_process: ProcessFactory | None = None,
+) -> list[GraphNode]:
+    """``parse_graph`` then ``build_nodes``: the nodes of graph ``name`` from its cell body."""
+    check_name(name, "graph")
+    return build_nodes(
+        parse_graph(cell, first_line=first_line), namespace, graph=name, grace=grace,
+        make_prompt=make_prompt, make_process=make_process,
+    )
+
+
+def _python(
+    t: TaskLine, namespace: Mapping[str, Any], graph: str, make_process: ProcessFactory | None
+) -> tuple[Callable[[Upstream], Runner], PyBody]:
+    try:
+        body = compile_body(t.body, f"<bgraph {graph}.{t.name}>", first_line=t.body_line)
+    except SpecError as e:
+        msg = str(e)
+        m = re.match(r"syntax error in the body, line (\d+): (.*)", msg)
+        if m:
+            hint = ""
+            if t.multiline and t.body_line == t.line:
+                hint = " (a block starts on the line after the colon)"
+            raise _fail(int(m.group(1)), f"syntax error in task {t.name}: {m.group(2)}{hint}") from None
+        raise _fail(t.line, f"task {t.name}: {msg}") from None
+    _check_upstream(ast.parse(t.body), t, t.body_line)
+    bound = {k: v for k, v in bind(body, namespace).items() if k != "upstream"}
+    if t.process:
+        if make_process is None:
+            raise _fail(t.line, f"task {t.name}: process needs worker processes, which are not set up here")
+
+        def in_process(up: Upstream) -> Runner:
+            return make_process(body, {**bound, "upstream": up}, t.body_line)
+
+        return in_process, body
+
+    def in_thread(up: Upstream) -> Runner:
+        return PythonRunner(body, {**bound, "upstream": up}, namespace)
+
+    return in_thread, body
+
+
+def _bash(t: TaskLine, namespace: Mapping[str, Any], grace: float) -> Callable[[Upstream], Runner]:
+    if t.multiline:
+        script = t.body
+        return lambda up: BashRunner(script, grace=grace)
+    command = t.body.strip()
+    _check_names(t, namespace)
+    for m in re.finditer(r"(?<!\$)\$([A-Za-z_]\w*)", command.replace("$$", "\0\0")):
+        if m.group(1) != "upstream" and m.group(1) not in namespace:
+            raise _fail(
+                t.line, f"task {t.name}: ${m.group(1)} is not defined in the namespace "
+                f"(write $${m.group(1)} for the shell's own variable)"
+            )
+
+    def expanded(up: Upstream) -> Runner:
+        return BashRunner(expand_shell(command, ChainMap({"upstream": up}, namespace)), grace=grace)  # type: ignore[arg-type]
+
+    return expanded
+
+
+def _prompt(t: TaskLine, namespace: Mapping[str, Any], make_prompt: PromptFactory) -> Callable[[Upstream], Runner]:
+    text, model = t.body, t.model
+    _check_names(t, namespace)
+
+    def prompt(up: Upstream) -> Runner:
+        return make_prompt(text, model, ChainMap({"upstream": up}, namespace))  # type: ignore[arg-type]
+
+    return prompt
+
+
+__all__ = ["PromptFactory", "ProcessFactory", "TaskLine", "build_nodes", "compile_graph", "parse_graph"]
