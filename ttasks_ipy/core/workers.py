@@ -52,7 +52,6 @@ from typing import Any
 
 import cloudpickle
 
-from .bash import describe_exit
 from .context import RunContext
 from .errors import SpecError, TaskCancelled, TaskError
 from .procs import signal_tree, terminate_tree, tree_alive
@@ -124,6 +123,16 @@ class _CappedBuffer:
             raise _OverBudget
         self.chunks.append(bytes(data))
         return n
+
+
+def _describe_exit(returncode: int) -> str:
+    """'exit status 1' or 'killed by SIGKILL' (``bash.describe_exit`` fails on signals: see the report)."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
 
 
 def _one_line(e: BaseException) -> str:
@@ -377,8 +386,8 @@ class WorkerProcess:
                     err = ""
                 if err:
                     detail = ": " + err.splitlines()[-1]
-            return WorkerDied(f"worker process {self.pid} failed to start ({describe_exit(code)}){detail}")
-        return WorkerDied(f"worker process {self.pid} died while running the task ({describe_exit(code)})")
+            return WorkerDied(f"worker process {self.pid} failed to start ({_describe_exit(code)}){detail}")
+        return WorkerDied(f"worker process {self.pid} died while running the task ({_describe_exit(code)})")
 
 
 # ---- the pool --------------------------------------------------------------
@@ -591,12 +600,14 @@ class WorkerPool:
             if self._closed:
                 return
             self._closed = True
+            idle = set(self._idle)
             workers = [*self._idle, *self._busy]
             self._idle.clear()
             self._cond.notify_all()
         for w in workers:
             w.broken = True
-            w.close()
+            if w in idle:
+                w.close()  # a busy worker's channel is closed by its task's thread, which reads it
             signal_tree(w.pid, signal.SIGTERM)
         end = time.monotonic() + timeout
         for w in workers:
