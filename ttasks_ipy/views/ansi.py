@@ -109,8 +109,8 @@ def lines_html(lines: Sequence[Line]) -> str:
             body += '<span style="opacity:.6">…</span>'
         if line.stderr:
             out.append(
-                '<div class="ttasks-stderr" style="background:var(--jp-rendermime-error-background,'
-                'rgba(255,80,80,.10));box-shadow:inset 2px 0 0 #e5534b;padding-left:6px">'
+                '<div class="ttasks-stderr" style="background:rgba(229,83,75,.09);'
+                'box-shadow:inset 3px 0 0 #e5534b;padding-left:6px">'
                 f"{body}</div>"
             )
         else:
@@ -356,7 +356,7 @@ def _css(style: Style, stderr: bool) -> str:
     if inverse:
         fg, bg = (bg or "var(--jp-layout-color1,#fff)"), (fg or "var(--jp-ui-font-color1,#1f2328)")
     if fg is None and stderr:
-        fg = "var(--jp-error-color1,#b3261e)"
+        fg = "#b3261e"
     parts = []
     if fg:
         parts.append(f"color:{fg}")

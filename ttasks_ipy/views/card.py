@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from .updater import Updater
 
 
+#: lets the HTML widget's content shrink to the row so long lines cut or scroll instead of widening the card
+_FIT = "<style>.ttasks-card .widget-html-content{flex:1 1 auto;min-width:0;line-height:normal}</style>"
+
+
 class TaskCard(widgets.HBox):
     """The live card of one task; create it on the main thread with ``task_card(task, updater)``."""
 
@@ -145,7 +149,8 @@ class TaskCard(widgets.HBox):
             )
         parts.append(self._footer(task, status))
         return (
-            f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
+            _FIT
+            + f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
             f'data-percent="{"" if percent is None else f"{percent:.1f}"}" '
             f"style=\"box-sizing:border-box;font-family:{FONT};font-size:13px;line-height:1.4;color:{TEXT};"
             f"background:{SURFACE};border:1px solid {BORDER};border-left:4px solid {fg};border-radius:8px;"
