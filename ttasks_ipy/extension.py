@@ -54,6 +54,9 @@ def load(shell: Any) -> None:
     shell.events.register("post_run_cell", s.post_run_cell)
     shell.input_transformers_cleanup.insert(0, protect_help_lines)
     shell.display_formatter.ipython_display_formatter.for_type(Task, _display_handle)
+    from . import routing
+
+    s.routing = routing.install(shell)
 
 
 def unload(shell: Any) -> None:
@@ -78,6 +81,9 @@ def unload(shell: Any) -> None:
         for name in ("bg", "bgraph"):
             magics[kind].pop(name, None)
     s.shutdown()
+    routing = getattr(s, "routing", None)
+    if routing is not None:
+        routing.uninstall()
 
 
 def _display_handle(task: Any) -> bool:

@@ -187,16 +187,59 @@ class BgMagics(Magics):
                     f"%bg: -o {out} takes the value of an expression, but the body is a statement: "
                     "drop -o (assigned names are delivered) or give an expression"
                 )
-            if args.process:
-                raise UsageError("%bg: --process needs worker processes, which this version does not have yet")
-            runner = PythonRunner(pybody, bind(pybody, ns), ns)
+            runner = self._python_runner(args, pybody, ns)
             spec = self._spec(args, runner, name)
             targets = [out] if out else ([] if pybody.is_expression else list(pybody.assigns))
             spec.meta.update(out=out, expression=pybody.is_expression, targets=targets_at_dispatch(targets, ns))
         return self._submit(spec, args)
 
     def _dispatch_cell(self, args: argparse.Namespace, cell: str) -> Any:
-        raise UsageError("%%bg: background cells are not available in this version yet")
+        ns = self.shell.user_ns
+        name, out = self._names(args, ns)
+        if not cell.strip():
+            raise UsageError("%%bg: the cell is empty: put the code to run below the %%bg line")
+        if args.bash:
+            if args.names:
+                raise UsageError("%%bg --bash: --names goes with Python cells; a script delivers its result with -o")
+            runner = BashRunner(cell, env=self._env(args, ns), cwd=self._cwd(args, ns), grace=self.session.config.grace)
+            spec = self._spec(args, runner, name)
+            spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
+        elif args.prompt:
+            raise UsageError("%%bg: prompt tasks need an LLM backend, which this version does not have yet")
+        else:
+            self._refuse_command_options(args)
+            # line 1 of the cell is the %%bg line: tracebacks count from there
+            pybody = compile_body(cell, self._filename(), first_line=2)
+            if out and not pybody.is_expression:
+                raise UsageError(
+                    f"%%bg: -o {out} takes the value of an expression, but the cell has statements: "
+                    "drop -o (assigned names are delivered, or only those given with --names)"
+                )
+            names = None
+            if args.names:
+                names = [n.strip() for n in expand_text(args.names, ns).split(",") if n.strip()]
+                for n in names:
+                    if not n.isidentifier():
+                        raise UsageError(f"%%bg: --names {n!r}: give Python names separated by commas")
+                    if n not in pybody.assigns:
+                        raise UsageError(
+                            f"%%bg: --names {n}: the cell never assigns {n} "
+                            f"(it assigns: {', '.join(pybody.assigns) or 'nothing'})"
+                        )
+            runner = self._python_runner(args, pybody, ns)
+            spec = self._spec(args, runner, name)
+            targets = [out] if out else ([] if pybody.is_expression else list(names or pybody.assigns))
+            spec.meta.update(out=out, expression=pybody.is_expression, names=names,
+                             targets=targets_at_dispatch(targets, ns))
+        task = self._submit(spec, args)
+        if name:
+            ns[name] = task  # a cell magic's value cannot be assigned: bind the handle under its name
+        return task
+
+    def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
+        if args.process:
+            raise UsageError("%bg: --process needs worker processes, which this version does not have yet")
+        return PythonRunner(pybody, bind(pybody, ns), ns)
 
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
         if args.ready and not args.service:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _local = threading.local()
@@ -72,13 +72,37 @@ def uninstall() -> None:
                     setattr(sys, name, cur._original)
 
 
+#: context-manager factories entered around every routed block: ``hook(ctx)``
+_hooks: list[Callable[[Any], contextlib.AbstractContextManager[Any]]] = []
+
+
+def add_hook(hook: Callable[[Any], contextlib.AbstractContextManager[Any]]) -> None:
+    """Enter ``hook(ctx)`` around every task body run on a routed thread (e.g. to capture figures)."""
+    if hook not in _hooks:
+        _hooks.append(hook)
+
+
+def remove_hook(hook: Callable[[Any], contextlib.AbstractContextManager[Any]]) -> None:
+    """Undo ``add_hook``."""
+    if hook in _hooks:
+        _hooks.remove(hook)
+
+
 @contextlib.contextmanager
 def route(ctx: Any) -> Iterator[None]:
-    """Send this thread's standard-stream writes to ``ctx.output`` inside the block."""
+    """Send this thread's standard-stream writes to ``ctx.output`` inside the block (and enter the hooks)."""
     previous = getattr(_local, "ctx", None)
     _local.ctx = ctx
     try:
-        yield
+        with contextlib.ExitStack() as stack:
+            for hook in list(_hooks):
+                try:
+                    stack.enter_context(hook(ctx))
+                except Exception:  # a broken hook must not stop the task
+                    import logging
+
+                    logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
+            yield
     finally:
         _local.ctx = previous
 

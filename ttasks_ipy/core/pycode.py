@@ -108,6 +108,17 @@ def _names_assigned(tree: ast.Module) -> list[str]:
     return list(found)
 
 
+def _no_input(prompt: object = "") -> str:
+    raise RuntimeError(
+        "input() cannot be answered in a background task (nobody is there to type): "
+        "read the value before dispatching and pass it in as a variable"
+    )
+
+
+#: the builtins a task body sees: ``input`` fails at once instead of waiting forever
+TASK_BUILTINS = {**vars(builtins), "input": _no_input}
+
+
 class FallbackGlobals(dict):
     """A globals dict that falls back to the user namespace for names it does not hold."""
 
@@ -147,7 +158,7 @@ class PythonRunner(Runner):
 
     def run(self, ctx: RunContext) -> Any:
         g = FallbackGlobals(self.bound, self.fallback)
-        g.setdefault("__builtins__", builtins)
+        g.setdefault("__builtins__", TASK_BUILTINS)
         g.setdefault("__name__", "__main__")
         capture.install()
         try:

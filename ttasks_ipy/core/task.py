@@ -76,6 +76,8 @@ class Task:
         self.ready_line: str | None = None
         #: names of tasks that kept this one from running (graphs)
         self.blocked_by: list[str] = []
+        #: rich outputs the task displayed (mime bundles: {'text/plain': ..., 'image/png': ...}), capped
+        self.displays: list[dict[str, Any]] = []
         #: pid of the attempt's process (session leader), for commands and worker processes
         self.pid: int | None = None
 
