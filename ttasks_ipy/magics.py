@@ -238,7 +238,9 @@ class BgMagics(Magics):
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
-            raise UsageError("%bg: --process needs worker processes, which this version does not have yet")
+            from .core.workers import ProcessRunner
+
+            return ProcessRunner(pybody, bind(pybody, ns), self.session.worker_pool())
         return PythonRunner(pybody, bind(pybody, ns), ns)
 
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:

@@ -43,6 +43,7 @@ class Session:
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
         self._pending_lines: list[str] = []
+        self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
         self.executor.add_wait_hook(self._after_wait)
@@ -67,6 +68,19 @@ class Session:
         spec = TaskSpec(CallRunner(fn, args, kwargs))
         spec.meta["expression"] = True
         return self.submit(spec, quiet=True)
+
+    def worker_pool(self) -> Any:
+        """The worker processes for ``--process`` tasks (started on first use, one per worker slot)."""
+        if self._pool is None:
+            from .core.workers import WorkerPool
+
+            self._pool = WorkerPool(
+                self.config.max_workers,
+                grace=self.config.grace,
+                reaper=self.executor.reaper,
+                timers=self.executor.timers,
+            )
+        return self._pool
 
     def wait(self, tasks: list[Task], timeout: float | None = None, return_when: str = "all") -> list[Task]:
         """Wait for ``tasks`` (bounded); delivers what it waited for when on the main thread."""
@@ -164,6 +178,8 @@ class Session:
         name, value = change["name"], change["new"]
         if name == "max_workers":
             self.executor.set_max_workers(value)
+            if self._pool is not None:
+                self._pool.resize(value)
         else:
             setattr(self.executor, name, value)
 
@@ -188,6 +204,9 @@ class Session:
             pass
         self._unsubscribe()
         self.executor.remove_wait_hook(self._after_wait)
+        if self._pool is not None:
+            self.executor.cancel_all("kernel shutdown")
+            self._pool.shutdown()
         self.executor.shutdown()
 
 
