@@ -101,3 +101,57 @@ def test_bad_cells(kernel, cell, message):
     r = kernel.run(cell, allow_error=True)
     assert r.stderr.startswith("UsageError: %") and message in r.stderr and r.stderr.count("\n") == 1
     assert kernel.value("len(__import__('ttasks_ipy').extension.session().tasks())") == before
+
+
+# ---- --process ------------------------------------------------------------
+def test_process_task_delivers_and_kernel_stays_responsive(kernel):
+    kernel.run("def burn(n):\n    s = 0\n    for i in range(n):\n        s += i * i\n    return s\noffset = 1")
+    kernel.run("hp = %bg -n burner --process --quiet total_sq = burn(30_000_000) + offset")
+    kernel.run("import time\nwhile hp.pid is None and not hp.done(): time.sleep(0.01)")
+    # the worker burns a core; a foreground cell still answers at once
+    r = kernel.run("1 + 1")
+    assert r.duration < 0.1, r.duration
+    kernel.run("%bg --wait burner --timeout 60")
+    assert kernel.value("total_sq == burn(30_000_000) + 1") == "True"
+
+
+def test_process_cell_captures_fd_output(kernel):
+    kernel.run("%%bg -n proc_cell --process\nimport os\nprint('printed')\nos.system('echo from the shell')\nw = 6 * 7")
+    kernel.run("%bg --wait proc_cell")
+    assert kernel.value("proc_cell.output, w") == "('printed\\nfrom the shell\\n', 42)"
+
+
+def test_process_cancel_ends_the_worker_and_the_next_runs(kernel):
+    from helpers import no_process_left
+
+    kernel.run("hs = %bg -n sleeper --process --quiet import time; time.sleep(300)")
+    pid = int(kernel.value("import time\nwhile hs.pid is None: time.sleep(0.01)\nhs.pid"))
+    kernel.run("%bg --cancel sleeper")
+    no_process_left(pid, 2.0 + 3)
+    kernel.run("%bg -n after_cancel --process -o again 2 + 3\n%bg --wait after_cancel --timeout 30")
+    assert kernel.value("again") == "5"
+
+
+def test_unpicklable_input_is_named(kernel):
+    r = kernel.run("import threading\nlk = threading.Lock()\n%bg --process q = lk", allow_error=True)
+    assert r.stderr.strip() == (
+        "UsageError: %bg: cannot send 'lk' to a worker process: TypeError: cannot pickle '_thread.lock' object"
+    )
+
+
+def test_interrupt_leaves_process_task_running(fresh_kernel):
+    import time as _time
+
+    k = fresh_kernel
+    k.run("hs = %bg --process --quiet import time; time.sleep(30)\nimport time\nwhile hs.pid is None: time.sleep(0.01)")
+    msg_id = k.kc.execute("import time; time.sleep(20)")
+    _time.sleep(0.5)  # no event says "the cell is inside sleep()"
+    k.km.interrupt_kernel()
+    deadline = _time.monotonic() + 10
+    while True:
+        m = k.kc.get_iopub_msg(timeout=max(0.1, deadline - _time.monotonic()))
+        if m["parent_header"].get("msg_id") == msg_id and m["msg_type"] == "error":
+            break
+    k.kc.get_shell_msg(timeout=10)
+    assert k.value("hs.status") == "'running'"
+    k.run("hs.cancel()")
