@@ -177,7 +177,7 @@ def test_twenty_prompts_run_together_on_one_loop_thread(ex, settings):
     ex.wait(tasks, timeout=15)
     together = time.monotonic() - t0
     assert all(t.result == f"Echo: prompt {i} b c d" for i, t in enumerate(tasks))
-    assert dispatched < 0.5
+    assert dispatched < 2.0  # submitting never waits for an answer
     assert together < one + 1.0, f"20 prompts took {together:.2f}s, one took {one:.2f}s"
     assert sum(th.name == "ttasks-llm-loop" for th in threading.enumerate()) == 1
 
@@ -198,11 +198,14 @@ def test_cancel_mid_stream_closes_the_connection(ex, server, settings):
     rec = Recorder(ex)
     t = ex.submit(TaskSpec(PromptRunner("a b c d e f g h", settings, model=model)))
     assert rec.wait_for(lambda evs: any(e.kind is EventKind.OUTPUT and e.task is t for e in evs))
+    worker = next(th for th in threading.enumerate() if th.name == f"ttasks-{t.label}")
     t0 = time.monotonic()
     assert t.cancel()
     t.wait(0.5)
     assert t.status == "cancelled"
     assert server.wait_disconnect(model, 2.0)
+    worker.join(0.5)  # the attempt itself ended too (run raised TaskCancelled)
+    assert not worker.is_alive()
     assert time.monotonic() - t0 < 0.5
     assert t.output.startswith("Echo:") and len(t.output) < len("Echo: a b c d e f g h")
     with pytest.raises(Exception, match="cancelled"):
@@ -417,8 +420,8 @@ def test_callable_streams_chunks(ex, fn, want):
     rec = Recorder(ex)
     t = run(ex, PromptRunner("q", cb(fn)))
     assert t.result == want == t.output
-    if fn != "async_text":
-        assert len([e for _, e in rec.of(t) if e.kind is EventKind.OUTPUT]) == 3
+    if fn == "sync_chunks":
+        assert [e.data["text"] for _, e in rec.of(t) if e.kind is EventKind.OUTPUT] == ["a", "b", "c"]
 
 
 def test_callable_failure_keeps_partial_text(ex, key):

@@ -4,9 +4,10 @@
 a coroutine to the one shared LLM event-loop thread (``llm/loop.py``), where
 many prompts run at once under ``max_concurrency``; the worker thread only
 waits, moving each token the loop hands over into ``ctx.output('stdout', ...)``
-(so subscribers run on the worker, never on the shared loop) and returns the
-whole text, a ``str``. Facts about the answer (model, latencies, token usage)
-are in ``runner.meta``.
+(so subscribers run on the worker, never on the shared loop; tokens that
+arrive while they run go out together) and returns the whole text, a
+``str``. Facts about the answer (model, latencies, token usage) are in
+``runner.meta``.
 
 Cancel (and so the executor's timeout) cancels the coroutine on the loop,
 which closes the HTTP connection; the attempt then raises ``TaskCancelled``.
@@ -146,8 +147,20 @@ class PromptRunner(Runner):
                 continue
             if item is _END:
                 break
+            texts, ended = [item], False
+            while True:  # whatever piled up while the task's subscribers ran goes out as one piece
+                try:
+                    more = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _END:
+                    ended = True
+                    break
+                texts.append(more)
             if not ctx.cancelled:
-                self._emit(ctx, item, meta, started)
+                self._emit(ctx, "".join(texts), meta, started)
+            if ended:
+                break
         try:
             return fut.result(timeout=0)
         except concurrent.futures.CancelledError:

@@ -9,7 +9,8 @@ Where it runs: the call itself and a sync iterator run in the task's worker
 thread (cancel is checked between chunks: a chunk the function is blocked on
 finishes first, though the task shows as cancelled at once). An awaitable or
 async iterator runs on the shared LLM loop, under the concurrency limit, and
-cancel stops it at once.
+cancel stops it at once; like any coroutine there it must not block (a
+blocking call stalls every prompt: use the sync form for blocking clients).
 """
 from __future__ import annotations
 
