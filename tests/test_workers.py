@@ -177,6 +177,44 @@ def test_progress_reaches_the_task(engine: tuple[Executor, WorkerPool]) -> None:
     assert t.progress == (100.0, "step 5")
 
 
+def test_threads_left_by_a_job_never_write_into_the_next(engine: tuple[Executor, WorkerPool]) -> None:
+    ex, _ = engine
+    t = submit(
+        engine,
+        """
+        import os, threading, time
+        def chatter():
+            for _ in range(200):
+                print("late", flush=True)
+                time.sleep(0.005)
+        threading.Thread(target=chatter, daemon=True).start()
+        os.getpid()
+        """,
+    ).wait(20)
+    pid = t.pid
+    assert t.ok, t.error
+    assert wait_gone(pid, GRACE + 1.0), "a worker with a job's threads still running was kept"
+    later = [submit(engine, "print('clean')") for _ in range(4)]
+    for x in later:
+        assert x.wait(20).ok
+        assert x.output == "clean\n"
+
+
+def test_recycle_replaces_idle_workers(engine: tuple[Executor, WorkerPool]) -> None:
+    _, pool = engine
+    assert submit(engine, "1").wait(20).ok
+    before = set(pool.pids)
+    pool.recycle()
+    assert before and not before & set(pool.pids)
+    assert submit(engine, "2").wait(20).result == 2
+
+
+def test_input_fails_at_once(engine: tuple[Executor, WorkerPool]) -> None:
+    t = submit(engine, "input('name? ')").wait(10)
+    assert t.state is TaskState.FAILED
+    assert "input()" in (t.error or "") or "EOFError" in (t.error or "")
+
+
 # ---- parallelism -----------------------------------------------------------
 CPU_BODY = """
 import time

@@ -19,12 +19,15 @@ kernel -> worker
     the job boundary.
 
 worker -> kernel
-    ``ready`` (once, after start-up), ``progress`` (``percent``, ``message``;
+    ``ready`` (once, after start-up), ``started`` (the job arrived: from here
+    on, a death is the job's), ``progress`` (``percent``, ``message``;
     coalesced to at most one per 50 ms, the last one always sent), then one
     reply per job: ``done`` (``value``: cloudpickled), ``error`` (``type``,
     ``message``, ``traceback`` text with the body's own line numbers,
     ``exception``: cloudpickled or None) or ``failed`` (``stage``: 'input',
-    'compile' or 'result'; ``message``: one line).
+    'compile' or 'result'; ``message``: one line). Every reply has ``retire``:
+    True when the job left threads running (they could write into the next
+    job's output), and the kernel then replaces this worker.
 
 The worker exits when the kernel's end of the socket closes (the kernel
 exited or was killed) or on SIGTERM.
@@ -79,16 +82,16 @@ class Channel:
         (n,) = HEADER.unpack(header)
         return pickle.loads(self._exact(n)), fds
 
-    def _exact(self, n: int) -> bytes:
+    def _exact(self, n: int) -> bytearray:
         buf = bytearray(n)
-        view = memoryview(buf)
         got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if not k:
-                raise EOFError("the kernel closed the channel mid-frame")
-            got += k
-        return bytes(buf)
+        with memoryview(buf) as view:
+            while got < n:
+                k = self.sock.recv_into(view[got:])
+                if not k:
+                    raise EOFError("the kernel closed the channel mid-frame")
+                got += k
+        return buf
 
 
 class FrameReader:
@@ -106,7 +109,8 @@ class FrameReader:
             end = HEADER.size + n
             if len(self._buf) < end:
                 break
-            out.append(pickle.loads(memoryview(self._buf)[HEADER.size:end]))
+            with memoryview(self._buf) as whole, whole[HEADER.size:end] as frame:
+                out.append(pickle.loads(frame))
             del self._buf[:end]
         return out
 
@@ -222,7 +226,10 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
     sys.path[:] = job["path"]
     os.environ.clear()
     os.environ.update(job["env"])
-    g: dict[str, Any] = {"__builtins__": builtins, "__name__": "__main__"}
+    from . import pycode
+
+    # input() fails at once with the engine's message where it has one (stdin is /dev/null anyway)
+    g: dict[str, Any] = {"__builtins__": getattr(pycode, "TASK_BUILTINS", builtins), "__name__": "__main__"}
     for name, data in job["inputs"].items():
         try:
             g[name] = cloudpickle.loads(data)
@@ -278,12 +285,16 @@ def run_job(channel: Channel, job: dict[str, Any], fds: list[int], devnull: int)
     os.dup2(err_fd, 2)
     for fd in fds:
         os.close(fd)
+    channel.send({"op": "started"})
+    threads_before = set(threading.enumerate())
     try:
         reply = execute(channel, job)
     finally:
         _flush_std()
         os.dup2(devnull, 1)  # closes this process's last write ends: the kernel sees EOF
         os.dup2(devnull, 2)
+    # a thread the job left running would write into the next job's output: retire this worker
+    reply["retire"] = any(t.is_alive() for t in threading.enumerate() if t not in threads_before)
     channel.send(reply)
 
 

@@ -72,7 +72,14 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 # ---- errors ------------------------------------------------------------
 class WorkerDied(TaskError):
-    """The worker process ended while running the task (killed from outside, crashed, failed to start)."""
+    """The worker process ended while running the task (killed from outside, crashed, failed to start).
+
+    ``before_job`` is True when it ended before the job reached it.
+    """
+
+    def __init__(self, message: str, before_job: bool = False) -> None:
+        super().__init__(message)
+        self.before_job = before_job
 
 
 class ResultError(TaskError):
@@ -241,6 +248,8 @@ class WorkerProcess:
         #: set when the worker must not be reused (killed, died, recycled)
         self.broken = False
         self.jobs = 0
+        #: the current job reached the worker (a death before that is not the job's fault)
+        self.job_started = False
         self._gone = False
 
     def __repr__(self) -> str:
@@ -278,6 +287,7 @@ class WorkerProcess:
     def run_job(self, job: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         """Send ``job``, stream its output into ``ctx``, return the reply; ``WorkerDied`` if the process ended."""
         self.jobs += 1
+        self.job_started = False
         r_out, w_out = os.pipe()
         r_err, w_err = os.pipe()
         try:
@@ -364,18 +374,26 @@ class WorkerProcess:
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
             return False
+        if op == "started":
+            self.job_started = True
+            return False
         if op == "progress":
             ctx.progress(msg.get("percent"), msg.get("message"))
             return False
-        return op in ("done", "error", "failed")
+        if op in ("done", "error", "failed"):
+            if msg.get("retire"):
+                self.broken = True  # the job left threads behind: not reused
+            return True
+        return False
 
     def _died(self) -> WorkerDied:
         """The error for a worker that ended mid-job (reaps it, bounded)."""
         self.broken = True
+        before = not self.job_started
         try:
             code = self.proc.wait(timeout=self._pool.grace + 1.0)
         except subprocess.TimeoutExpired:
-            return WorkerDied(f"lost contact with worker process {self.pid} while it ran the task")
+            return WorkerDied(f"lost contact with worker process {self.pid} while it ran the task", before)
         if not self.ready:
             detail = ""
             if self.proc.stderr is not None and not self.proc.stderr.closed:
@@ -386,7 +404,10 @@ class WorkerProcess:
                     err = ""
                 if err:
                     detail = ": " + err.splitlines()[-1]
-            return WorkerDied(f"worker process {self.pid} failed to start ({_describe_exit(code)}){detail}")
+            return WorkerDied(f"worker process {self.pid} failed to start ({_describe_exit(code)}){detail}", before)
+        if before:
+            how = _describe_exit(code)
+            return WorkerDied(f"worker process {self.pid} died before the task reached it ({how})", True)
         return WorkerDied(f"worker process {self.pid} died while running the task ({_describe_exit(code)})")
 
 
@@ -569,11 +590,14 @@ class WorkerPool:
     def recycle(self) -> None:
         """Replace every worker (idle ones now, busy ones after their job), e.g. after user modules changed."""
         with self._cond:
+            total = len(self._idle) + len(self._busy)
             idle, self._idle = self._idle, []
             for w in self._busy:
                 w.broken = True
         for w in idle:
             self._discard(w)
+        if idle:
+            self.prestart(total)
 
     @property
     def pids(self) -> list[int]:
@@ -713,6 +737,17 @@ class ProcessRunner(Runner):
             "label": ctx.task.label,
         }
         ctx.check()
+        try:
+            reply = self._run_on_worker(job, ctx)
+        except WorkerDied as e:
+            if not e.before_job:
+                raise
+            # the worker died before the job reached it (killed while idle, failed to start): once more
+            reply = self._run_on_worker(job, ctx)
+        ctx.check()
+        return self._outcome(reply)
+
+    def _run_on_worker(self, job: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         worker = self.pool.acquire(cancelled=lambda: ctx.cancelled)
         try:
             with ctx.lock:
@@ -720,8 +755,9 @@ class ProcessRunner(Runner):
                     raise TaskCancelled(f"task {ctx.task.label} was cancelled")
                 ctx.handle = worker
                 ctx.sid = worker.pid
+                ctx.task.pid = worker.pid
             try:
-                reply = worker.run_job(job, ctx)
+                return worker.run_job(job, ctx)
             except WorkerDied:
                 if ctx.cancelled:
                     raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
@@ -730,8 +766,6 @@ class ProcessRunner(Runner):
             with ctx.lock:
                 ctx.handle = None
             self.pool.release(worker)
-        ctx.check()
-        return self._outcome(reply)
 
     def _outcome(self, reply: dict[str, Any]) -> Any:
         op = reply["op"]
