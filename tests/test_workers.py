@@ -371,6 +371,14 @@ def test_unpicklable_result_names_its_type(engine: tuple[Executor, WorkerPool]) 
     assert "'gen' is a generator" in (t.error or "")
 
 
+def test_only_the_names_asked_for_come_back(engine: tuple[Executor, WorkerPool]) -> None:
+    ex, pool = engine
+    body = compile_body("ok = 41 + 1\ngen = (i for i in range(3))", "<bg-names>")
+    t = ex.submit(TaskSpec(ProcessRunner(body, {}, pool, names=["ok"]))).wait(20)
+    assert t.ok, t.error
+    assert t.result == {"ok": 42}
+
+
 def test_exception_carries_the_cell_line_numbers(engine: tuple[Executor, WorkerPool]) -> None:
     t = submit(engine, "a = 1\nb = a / 0\n", first_line=10).wait(20)
     assert t.state is TaskState.FAILED

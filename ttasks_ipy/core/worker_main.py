@@ -11,7 +11,8 @@ pickled ``dict`` with an ``op`` key.
 
 kernel -> worker
     ``run``: ``source``, ``filename``, ``first_line``, ``inputs`` (name -> cloudpickled
-    bytes), ``cwd``, ``path`` (``sys.path``), ``env``, ``label``. Two file
+    bytes), ``names`` (assigned names to send back; None: all), ``cwd``, ``path``
+    (``sys.path``), ``env``, ``label``. Two file
     descriptors ride on the frame's length header (``SCM_RIGHTS``): the write
     ends of this job's stdout and stderr pipes. The worker puts them on fds 1
     and 2 for the job, so ``print``, C code and ``os.system`` are all captured,
@@ -197,18 +198,19 @@ def _pickle_result(value: Any, is_expression: bool) -> dict[str, Any]:
         return {"op": "done", "value": cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)}
     except Exception as e:
         err: BaseException = e
-    what = f"the value is a {_type_name(value)}"
+    what, hint = f"the value is a {_type_name(value)}", ""
     if not is_expression and isinstance(value, dict):
         for name, v in value.items():
             try:
                 cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as inner:
                 what, err = f"{name!r} is a {_type_name(v)}", inner
+                hint = ": choose the names to send back"
                 break
     return {
         "op": "failed",
         "stage": "result",
-        "message": f"the result cannot be sent back from the worker process: {what} ({_one_line(err)})",
+        "message": f"the result cannot be sent back from the worker process: {what} ({_one_line(err)}){hint}",
     }
 
 
@@ -265,7 +267,8 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
         context._current.reset(token)
         wctx.flush()
     if not body.is_expression:
-        value = {n: g[n] for n in body.assigns if n in g}
+        wanted = job.get("names")
+        value = {n: g[n] for n in (body.assigns if wanted is None else wanted) if n in g}
     return _pickle_result(value, body.is_expression)
 
 

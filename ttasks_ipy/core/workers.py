@@ -46,7 +46,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -697,7 +697,8 @@ class ProcessRunner(Runner):
     ``SpecError`` naming it. The run sends the kernel's cwd, ``sys.path`` and
     environment with the job, streams the worker's stdout and stderr (fd level)
     into the task, forwards ``progress()``, and returns the expression's value
-    or a dict of the names assigned, like ``PythonRunner``.
+    or a dict of the names assigned, like ``PythonRunner`` (only ``names``, if
+    given: an unpicklable name not asked for does not fail the task).
     """
 
     kind = "python"
@@ -710,9 +711,12 @@ class ProcessRunner(Runner):
         *,
         budget_bytes: int = DEFAULT_BUDGET,
         first_line: int | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         self.body = body
         self.pool = pool
+        #: for statements: the assigned names to send back (None: every name the body assigns)
+        self.names = None if names is None else list(names)
         self.first_line = first_line or _first_line(body)
         self.inputs = check_picklable(bound, budget_bytes)
         #: the names assigned by the last run, with their values
@@ -731,6 +735,7 @@ class ProcessRunner(Runner):
             "filename": self.body.filename,
             "first_line": self.first_line,
             "inputs": inputs,
+            "names": self.names,
             "cwd": os.getcwd(),
             "path": list(sys.path),
             "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
