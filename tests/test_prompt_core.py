@@ -352,6 +352,9 @@ def test_from_env_reads_the_official_variables():
     given = PromptSettings.from_env(environ={"OPENAI_BASE_URL": "http://h:1/v1", "OPENAI_MODEL": "m"},
                                     base_url="http://cfg:2/v1", model=None, temperature=0.5)
     assert (given.base_url, given.model, given.temperature) == ("http://cfg:2/v1", "m", 0.5)
+    traits = PromptSettings.from_env(environ={"OPENAI_BASE_URL": "http://h:1/v1"}, base_url="", model="",
+                                     system="", callable="", api_key_env="OPENAI_API_KEY")
+    assert (traits.base_url, traits.model, traits.system, traits.backend) == ("http://h:1/v1", None, None, "http")
     with pytest.raises(SpecError, match="unknown prompt setting 'modle'"):
         PromptSettings.from_env(environ={}, modle="x")
 

@@ -71,7 +71,7 @@ class PromptRunner(Runner):
         namespace: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(text, str) or not text.strip():
-            raise SpecError("the prompt is empty: write the question after ?, or a body under %%bg --prompt")
+            raise SpecError("the prompt is empty: give the text to send")
         self.settings = settings if settings is not None else PromptSettings.from_env()
         self.text = text
         self.model = self.settings.resolve_model(model)

@@ -95,7 +95,8 @@ class PromptSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None, **given: Any) -> PromptSettings:
         """Settings from ``given`` (the kernel's config), falling back on the environment.
 
-        A ``given`` value of None means "not configured". Unset ``base_url`` comes
+        A ``given`` value of None or ``""`` (a traitlet left at its default)
+        means "not configured". Unset ``base_url`` comes
         from ``OPENAI_BASE_URL``, else ``https://api.openai.com/v1`` when the key
         variable is set (its presence only: the key is not read here); unset
         ``model`` from ``OPENAI_MODEL``. Unknown names raise ``SpecError``.
@@ -105,7 +106,7 @@ class PromptSettings:
         unknown = sorted(set(given) - names)
         if unknown:
             raise SpecError(f"unknown prompt setting {unknown[0]!r}: use one of {', '.join(sorted(names))}")
-        kw = {k: v for k, v in given.items() if v is not None}
+        kw = {k: v for k, v in given.items() if v is not None and v != ""}
         key_env = kw.get("api_key_env", "OPENAI_API_KEY")
         if "base_url" not in kw and "callable" not in kw:
             url = env.get("OPENAI_BASE_URL") or (OPENAI_URL if env.get(key_env) else None)
