@@ -267,9 +267,12 @@ class WorkerProcess:
         terminate_tree(self.pid, pool.grace, pool.timers, self._forget)
 
     def _forget(self) -> None:
+        """Tell the reaper the session ended (not if the reaper is already closed: that would restart it)."""
         if not self._gone:
             self._gone = True
-            self._pool.reaper.forget(self.pid)
+            reaper = self._pool.reaper
+            if reaper.pid is not None:
+                reaper.forget(self.pid)
 
     def close(self) -> None:
         """Release the kernel's end of the channel (the worker exits on its own when idle)."""
@@ -433,7 +436,10 @@ class WorkerPool:
     ``grace`` is the SIGTERM-to-SIGKILL delay on cancel. Each worker's session
     is registered with ``reaper`` (the executor's, so workers end when the
     kernel is killed; a private one when None) and ended with ``timers`` (a
-    private ``Timers`` when None). Call ``shutdown()`` before the executor's.
+    private ``Timers`` when None). ``acquire_timeout`` bounds the wait for a
+    free worker when all ``size`` are busy; ``python`` is the interpreter
+    (default: the kernel's). ``shutdown()`` ends them all; the executor's
+    shutdown also ends them (its reaper does), so the order does not matter.
     """
 
     def __init__(
@@ -491,8 +497,13 @@ class WorkerPool:
                 with self._cond:
                     self._starting -= 1
             with self._cond:
-                self._idle.insert(0, w)
-                self._cond.notify()
+                closed = self._closed
+                if not closed:
+                    self._idle.insert(0, w)  # least recently used end: warm workers are taken first
+                    self._cond.notify()
+            if closed:
+                self._discard(w)
+                return
 
     def resize(self, size: int) -> None:
         """Change the number of workers allowed (follow the executor's ``max_workers``)."""
@@ -536,7 +547,7 @@ class WorkerPool:
                     if left <= 0:
                         raise WorkerDied(
                             f"no worker process became free in {limit:g}s (all {self.size} busy): "
-                            "cancel a --process task or resize the pool"
+                            "cancel a process task or resize the pool"
                         )
                     self._cond.wait(min(left, 0.1))
         finally:
