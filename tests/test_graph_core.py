@@ -404,7 +404,7 @@ def test_handle_access_and_waits(ex: Executor) -> None:
         _ = g.zzz
     with pytest.raises(WaitTimeout, match="not finished: a, b"):
         g.wait(0.2)
-    assert "running" in repr(g)
+    assert repr(g) == "<GraphRun g running: 1 running, 1 pending>"
     g.cancel()
     g.wait(10)
     assert g.state is TaskState.FAILED

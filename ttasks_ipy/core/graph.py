@@ -819,8 +819,12 @@ class GraphRun:
 
     def __repr__(self) -> str:
         s = self.statistics()
-        extra = f" ok={self.ok}" if self._status == "done" else ""
-        return f"<GraphRun {self.name} {self._status}{extra} {s.finished}/{s.total} finished>"
+        counts = ", ".join(
+            f"{getattr(s, k)} {k}" for k in ("running", "queued", "pending", "succeeded", "failed", "cancelled",
+                                             "blocked") if getattr(s, k)
+        )
+        ok = f" ok={self.ok}" if self._status == "done" else ""
+        return f"<GraphRun {self.name} {self._status}{ok}: {counts or 'no tasks'}>"
 
 
 #: names a task may not take: the handle's own attributes (graph.wait is the method)

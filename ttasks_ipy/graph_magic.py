@@ -1,0 +1,178 @@
+"""``%%bgraph``: parse the cell, build the graph, start it, bind its handle. The magic's whole body.
+
+``%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]`` then one task
+per line (see ``graph_syntax``). ``bgraph(session, line, cell, user_ns)``
+validates everything first (a bad cell is one ``UsageError``: nothing starts,
+nothing is bound), then starts the graph, binds ``NAME`` to its ``GraphRun``
+and returns at once. Python tasks deliver the names they assign like ``%bg``.
+
+The magic class registers it with ``magic_for(session)``; ``find_in_graphs``
+resolves ``pipeline`` and ``pipeline.test`` for ``%bg --after/--cancel/--wait/--log``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import no_var_expand
+
+from .core.errors import QueueFull, SpecError, TaskError
+from .core.graph import GraphNode, GraphRun, check_name
+from .core.task import Task
+from .delivery import targets_at_dispatch
+from .graph_syntax import compile_graph
+
+USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"%%bgraph: {message} (usage: {USAGE})")
+
+
+def _positive(label: str, kind: type) -> Callable[[str], Any]:
+    def parse(s: str) -> Any:
+        try:
+            v = kind(s)
+        except ValueError:
+            what = "seconds (a number)" if kind is float else "a whole number"
+            raise argparse.ArgumentTypeError(f"{label} takes {what}, not {s!r}") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{label} must be > 0, not {s}")
+        return v
+
+    return parse
+
+
+def _parser() -> _Parser:
+    p = _Parser(prog="%%bgraph", add_help=False, allow_abbrev=False)
+    p.add_argument("name")
+    p.add_argument("--timeout", type=_positive("--timeout", float), help="stop the graph after S seconds")
+    p.add_argument("--max-parallel", type=_positive("--max-parallel", int), help="run at most N tasks at once")
+    p.add_argument("--replace", action="store_true", help="cancel a running graph of the same name")
+    return p
+
+
+_PARSER = _parser()
+
+
+def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> GraphRun:
+    """Run the graph of a ``%%bgraph`` cell in the background; returns its handle (also bound as NAME).
+
+    Raises ``UsageError`` (one line) for any bad input, before anything starts.
+    """
+    try:
+        tokens = shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"%%bgraph: cannot read the first line: {e}") from None
+    if not tokens:
+        raise UsageError(f"%%bgraph: name the graph: {USAGE}")
+    args = _PARSER.parse_args(tokens)
+    name = args.name
+    try:
+        check_name(name, "graph")
+        old = user_ns.get(name)
+        if isinstance(old, GraphRun) and old.status == "running" and not args.replace:
+            left = old.statistics().total - old.statistics().finished
+            raise SpecError(
+                f"graph {name} is still running ({left} task{'s' if left != 1 else ''} left): "
+                f"cancel it ({name}.cancel()), "
+                "wait for it, or run this cell with --replace"
+            )
+        nodes = compile_graph(
+            name, cell, user_ns, first_line=2, grace=session.config.grace,
+            make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
+        )
+        nodes = [_with_delivery(n, session, user_ns) for n in nodes]
+        graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel)
+        if isinstance(old, GraphRun) and old.status == "running":
+            old.cancel()
+        graph.start()
+    except QueueFull as e:
+        raise UsageError(f"%%bgraph: {e}") from None
+    except TaskError as e:
+        raise UsageError(f"%%bgraph {name}: {e}") from None
+    user_ns[name] = graph
+    _show_start(graph)
+    return graph
+
+
+def _factory(session: Any, attr: str) -> Any:
+    """The session's ``prompt_runner``/``process_runner`` hook, if it has one."""
+    fn = getattr(session, attr, None)
+    return fn if callable(fn) else None
+
+
+def _with_delivery(node: GraphNode, session: Any, user_ns: dict[str, Any]) -> GraphNode:
+    """Mark the node's task as this session's, with the delivery targets of a Python body."""
+    meta = dict(node.meta)
+    meta["session"] = id(session)
+    if node.kind == "python":
+        meta["targets"] = targets_at_dispatch([] if meta.get("expression") else list(meta.get("assigns", ())), user_ns)
+    elif node.kind == "prompt":
+        meta["prompt"] = True
+    return dataclasses.replace(node, meta=meta)
+
+
+def start_line(graph: GraphRun) -> str:
+    """What ``%%bgraph`` shows when it starts a graph (stable text for saved notebooks)."""
+    names = [n.name for n in graph.nodes]
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    extra = ""
+    if graph.timeout is not None:
+        extra += f", timeout {graph.timeout:g}s"
+    if graph.max_parallel is not None:
+        extra += f", at most {graph.max_parallel} at once"
+    return f"[bg] graph {graph.name} started: {len(names)} task{'s' if len(names) != 1 else ''} ({shown}){extra}"
+
+
+class _Line:
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    def __repr__(self) -> str:
+        return self.line
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.line)
+
+
+def _show_start(graph: GraphRun) -> None:
+    from IPython.display import display
+
+    display(_Line(start_line(graph)))
+
+
+def magic_for(session: Any) -> Callable[[str, str], None]:
+    """The ``%%bgraph`` cell magic for ``session``: ``shell.register_magic_function(magic_for(s), "cell", "bgraph")``.
+
+    The cell's value is None: the handle is bound under the graph's name.
+    """
+
+    @no_var_expand
+    def bgraph_magic(line: str, cell: str) -> None:
+        bgraph(session, line, cell, session.shell.user_ns)
+
+    bgraph_magic.__name__ = "bgraph"
+    bgraph_magic.__doc__ = __doc__
+    return bgraph_magic
+
+
+def find_in_graphs(user_ns: Mapping[str, Any], key: str) -> GraphRun | Task | None:
+    """``pipeline`` (a graph handle in ``user_ns``) or ``pipeline.test`` (one of its tasks), else None."""
+    graph_name, dot, task_name = key.partition(".")
+    graph = user_ns.get(graph_name)
+    if not isinstance(graph, GraphRun):
+        return None
+    if not dot:
+        return graph
+    if task_name in graph and graph.tasks:
+        return graph[task_name]
+    return None
+
+
+__all__ = ["USAGE", "bgraph", "find_in_graphs", "magic_for", "start_line"]
