@@ -290,6 +290,10 @@ def test_process_bodies_run_in_a_worker_process(ex: Executor) -> None:
         import os
 
         assert g.second.result["v"] == 21 and g.second.result["pid"] != os.getpid()
+        import threading
+
+        with pytest.raises(SpecError, match="line 2: task bad: cannot send 'lock' to a worker process"):
+            compile_graph("g", "bad process: lock.locked()", {"lock": threading.Lock()}, make_process=make_process)
     finally:
         pool.shutdown()
 
@@ -303,3 +307,17 @@ def test_build_nodes_keeps_what_delivery_needs() -> None:
     assert meta["d"]["assigns"] == ["y", "z"]
     assert [n.kind for n in nodes] == ["python", "python", "bash", "python"]
     assert nodes[3].describe == "y = 2 …"
+
+
+def test_prompt_and_process_factories_are_checked_at_dispatch() -> None:
+    def no_backend(text: str, model: str | None, ns: Mapping[str, Any]) -> Runner:
+        raise SpecError("no LLM backend: set TTasks.llm_base_url")
+
+    with pytest.raises(SpecError, match="line 2: task a: no LLM backend: set TTasks.llm_base_url"):
+        compile_graph("g", "a: ?hello", {}, make_prompt=no_backend)
+
+    def unpicklable(body: Any, bound: Mapping[str, Any], first_line: int) -> Runner:
+        raise SpecError("cannot send 'lock' to a worker process")
+
+    with pytest.raises(SpecError, match="line 3: task b: cannot send 'lock'"):
+        compile_graph("g", "a: 1\nb process: lock", {"lock": object()}, make_process=unpicklable)

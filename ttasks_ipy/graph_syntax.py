@@ -383,7 +383,9 @@ def build_nodes(
     Python bodies are compiled now (a syntax error names the cell line) and
     the names they read are bound from ``namespace`` now; ``upstream`` is
     added when the task is released. Without ``make_prompt`` a ``?`` task, and
-    without ``make_process`` a ``process`` task, is refused here. Each node's
+    without ``make_process`` a ``process`` task, is refused here; with them,
+    each is called once now as a check (a ``SpecError`` it raises, such as no
+    LLM backend or an input that cannot be pickled, is refused here too). Each node's
     ``meta`` says ``source``, ``line``, ``expression`` and ``assigns`` (Python).
     """
     nodes = []
@@ -444,6 +446,10 @@ def _python(
     if t.process:
         if make_process is None:
             raise _fail(t.line, f"task {t.name}: process needs worker processes, which are not set up here")
+        try:  # now, so a value that cannot go to a worker process is refused at dispatch
+            make_process(body, {**bound, "upstream": Upstream(t.name)}, t.body_line)
+        except SpecError as e:
+            raise _fail(t.line, f"task {t.name}: {e}") from None
 
         def in_process(up: Upstream) -> Runner:
             return make_process(body, {**bound, "upstream": up}, t.body_line)
@@ -478,6 +484,10 @@ def _bash(t: TaskLine, namespace: Mapping[str, Any], grace: float) -> Callable[[
 def _prompt(t: TaskLine, namespace: Mapping[str, Any], make_prompt: PromptFactory) -> Callable[[Upstream], Runner]:
     text, model = t.body, t.model
     _check_names(t, namespace)
+    try:  # now, so a missing backend or model is refused at dispatch (the text is expanded at run time)
+        make_prompt(text, model, ChainMap({"upstream": Upstream(t.name)}, namespace))  # type: ignore[arg-type]
+    except SpecError as e:
+        raise _fail(t.line, f"task {t.name}: {e}") from None
 
     def prompt(up: Upstream) -> Runner:
         return make_prompt(text, model, ChainMap({"upstream": up}, namespace))  # type: ignore[arg-type]
