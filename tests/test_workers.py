@@ -422,6 +422,21 @@ def test_shutdown_leaves_no_processes() -> None:
     ex.shutdown()
 
 
+def test_executor_shutdown_ends_the_workers_too() -> None:
+    ex = Executor(max_workers=2, grace=GRACE)
+    pool = WorkerPool(2, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
+    body = compile_body("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(300)", "<bg-sleep>")
+    busy = ex.submit(TaskSpec(ProcessRunner(body, {}, pool)))
+    pool.prestart()
+    first_pid(ex, busy)
+    pids = pool.pids
+    ex.shutdown(kill_grace=GRACE)
+    for p in pids:
+        assert wait_gone(p, GRACE + 2.0), f"worker {p} outlived the executor"
+    pool.shutdown()
+    assert ex.reaper.pid is None  # forgetting the dead workers did not restart the reaper
+
+
 SCRIPT = """
 import os, sys, signal, threading
 from ttasks_ipy.core import EventKind, Executor, TaskSpec, bind, compile_body

@@ -579,7 +579,8 @@ class WorkerPool:
         if keep:
             return
         self._discard(worker)
-        if replace:
+        # every worker registered with the reaper, so no pid now means it was closed: the kernel is ending
+        if replace and self.reaper.pid is not None:
             try:
                 self.prestart(len(self._idle) + len(self._busy) + 1)
             except OSError:
