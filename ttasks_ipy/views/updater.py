@@ -200,39 +200,38 @@ class Updater:
                     self._live.discard(key)
                 elif now - slot.last_push >= self.tick:
                     self._dirty.add(key)
-            due, wait = [], None
-            for key in self._dirty:
-                slot = self._slots.get(key)
-                if slot is None:
-                    continue
-                ready_at = slot.last_push + slot.view.min_interval
-                if ready_at <= now:
-                    due.append(slot)
-                else:
-                    wait = ready_at - now if wait is None else min(wait, ready_at - now)
+            due = [
+                slot
+                for slot in map(self._slots.get, self._dirty)
+                if slot is not None and slot.last_push + slot.view.min_interval <= now
+            ]
         due.sort(key=lambda s: (not _final(s.view), s.last_push))
         for slot in due:
             if self._tokens < 1:
-                wait = 1 / self.budget
-                break
-            key = id(slot.view)
+                break  # the budget is spent: the rest stay dirty for the next round
             with self._lock:
-                self._dirty.discard(key)  # events from now on mark it again
-            sent = self._push(slot, now)
-            self._tokens -= sent
+                self._dirty.discard(id(slot.view))  # events from now on mark it again
+            self._tokens -= self._push(slot, now)
         with self._lock:
             for key in list(self._live):
                 slot = self._slots.get(key)
                 if slot is None or not _live(slot.view):
                     self._live.discard(key)
+            # how long until the next view is due (by its interval, the budget, or its clock)
+            wait: float | None = None
+            for key in self._dirty:
+                slot = self._slots.get(key)
+                if slot is not None:
+                    at = slot.last_push + slot.view.min_interval - now
+                    wait = at if wait is None else min(wait, at)
+            dirty = wait is not None
+            if dirty and self._tokens < 1:
+                wait = max(wait or 0.0, (1 - self._tokens) / self.budget)
             if not self._dirty:
                 self._idle.notify_all()
             if self._live:
                 next_tick = min(self._slots[k].last_push for k in self._live) + self.tick - now
                 wait = next_tick if wait is None else min(wait, next_tick)
-            dirty = bool(self._dirty)
-        if wait is None and dirty:
-            wait = 1 / self.budget
         return (None if wait is None else max(wait, 0.005)), dirty
 
     def _push(self, slot: _Slot, now: float) -> int:
