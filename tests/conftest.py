@@ -108,8 +108,8 @@ class Kernel:
         return self.km.provisioner.process.pid
 
 
-def start_kernel(load: bool = True) -> Kernel:
-    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+def start_kernel(load: bool = True, env: dict[str, str] | None = None) -> Kernel:
+    env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **(env or {})}
     km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=60)
     k = Kernel(km, kc)
     if load:

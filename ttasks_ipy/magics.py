@@ -178,7 +178,8 @@ class BgMagics(Magics):
             spec = self._spec(args, runner, name)
             spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
         elif body.startswith("?") or args.prompt:
-            raise UsageError("%bg: prompt tasks need an LLM backend, which this version does not have yet")
+            text_ = body[1:] if body.startswith("?") and not args.prompt else body
+            spec = self._prompt_spec(args, text_, name, out)
         else:
             self._refuse_command_options(args)
             pybody = compile_body(body, self._filename())
@@ -205,7 +206,9 @@ class BgMagics(Magics):
             spec = self._spec(args, runner, name)
             spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
         elif args.prompt:
-            raise UsageError("%%bg: prompt tasks need an LLM backend, which this version does not have yet")
+            if args.names:
+                raise UsageError("%%bg --prompt: --names goes with Python cells; a prompt delivers its text with -o")
+            spec = self._prompt_spec(args, cell, name, out)
         else:
             self._refuse_command_options(args)
             # line 1 of the cell is the %%bg line: tracebacks count from there
@@ -235,6 +238,23 @@ class BgMagics(Magics):
         if name:
             ns[name] = task  # a cell magic's value cannot be assigned: bind the handle under its name
         return task
+
+    def _prompt_spec(self, args: argparse.Namespace, template: str, name: str | None, out: str | None) -> TaskSpec:
+        self._refuse_command_options(args)
+        if args.process:
+            raise UsageError("%bg: --process goes with Python, not with a prompt")
+        ns = self.shell.user_ns
+        prompt = expand_text(template, ns, dollar=False).strip()
+        if not prompt:
+            raise UsageError("%bg: the prompt is empty: write the question after '?'")
+        from .core.prompt import PromptRunner
+
+        runner = PromptRunner(prompt, self.session.prompt_settings(), model=args.model, system=args.system)
+        spec = self._spec(args, runner, name)
+        if spec.timeout is None:
+            spec.timeout = self.session.config.llm_timeout
+        spec.meta.update(out=out, prompt=True, expression=True, targets=targets_at_dispatch([out] if out else [], ns))
+        return spec
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:

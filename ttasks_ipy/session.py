@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -68,6 +69,21 @@ class Session:
         spec = TaskSpec(CallRunner(fn, args, kwargs))
         spec.meta["expression"] = True
         return self.submit(spec, quiet=True)
+
+    def prompt_settings(self) -> Any:
+        """LLM settings from the config, falling back to OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL."""
+        from .core.prompt import PromptSettings
+
+        c = self.config
+        return PromptSettings.from_env(
+            model=c.llm_model or None,
+            base_url=c.llm_base_url or None,
+            api_key_env=c.llm_api_key_env or "OPENAI_API_KEY",
+            system=c.llm_system or None,
+            temperature=c.llm_temperature,
+            callable=c.llm_callable or None,
+            max_concurrency=c.llm_max_concurrency,
+        )
 
     def worker_pool(self) -> Any:
         """The worker processes for ``--process`` tasks (started on first use, one per worker slot)."""
@@ -208,6 +224,10 @@ class Session:
             self.executor.cancel_all("kernel shutdown")
             self._pool.shutdown()
         self.executor.shutdown()
+        if "ttasks_ipy.core.prompt" in sys.modules:
+            from .core.prompt import shutdown_loop
+
+            shutdown_loop()
 
 
 class _Line:

@@ -26,6 +26,7 @@ from .errors import (
 from .events import EventBus, EventKind, TaskEvent
 from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
 from .output import TaskOutput
+from .prompt import PromptFailed, PromptRunner, PromptSettings, expand_prompt
 from .pycode import CallRunner, PyBody, PythonRunner, bind, compile_body
 from .spec import Runner, TaskSpec
 from .states import TRANSITIONS, TaskState
@@ -44,6 +45,9 @@ __all__ = [
     "Executor",
     "ExecutorStats",
     "InvalidTransition",
+    "PromptFailed",
+    "PromptRunner",
+    "PromptSettings",
     "PyBody",
     "PythonRunner",
     "QueueFull",
@@ -68,5 +72,6 @@ __all__ = [
     "compile_body",
     "current_task",
     "describe_exit",
+    "expand_prompt",
     "progress",
 ]

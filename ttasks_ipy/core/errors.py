@@ -8,7 +8,8 @@ Hierarchy::
      ├── QueueFull                  the executor refuses work (``queue_policy='reject'``, service limit)
      ├── TaskNotDone                ``result`` read before the task finished
      ├── TaskFailed                 ``result`` of a task that failed; ``.task`` names it
-     │    └── CommandFailed         a command exited non-zero; carries its ``CommandResult``
+     │    ├── CommandFailed         a command exited non-zero; carries its ``CommandResult``
+     │    └── PromptFailed          an LLM request failed; keeps the ``partial`` text (core/llm/errors.py)
      ├── TaskCancelled              ``result`` of a cancelled task; raised inside a cancelled task
      ├── WaitTimeout (TimeoutError) a bounded wait ran out
      └── WaitInsideTask             a task tried to wait for tasks (it could hold the last slot)

@@ -228,12 +228,18 @@ class Executor:
         if ev is None or task.state is not TaskState.QUEUED:
             return
         self._publish(ev)
+        self._admit(task)
+
+    def _admit(self, task: Task) -> None:
+        """Start a QUEUED task: a service or slotless runner (prompts) at once, else via the queue."""
         if task.spec.service:
             with self._lock:
                 self._services += 1
             self._start(task, slot=False)
-            return
-        self._queue_and_fill(task)
+        elif not getattr(task.spec.runner, "needs_worker_slot", True):
+            self._start(task, slot=False)  # bounded by the runner itself (prompts: a semaphore)
+        else:
+            self._queue_and_fill(task)
 
     def _queue_and_fill(self, task: Task | None) -> None:
         to_start = []
@@ -346,12 +352,7 @@ class Executor:
 
         def again() -> None:
             if task.state is TaskState.QUEUED:
-                if task.spec.service:
-                    with self._lock:
-                        self._services += 1
-                    self._start(task, slot=False)
-                else:
-                    self._queue_and_fill(task)
+                self._admit(task)
 
         self.timers.schedule(delay, again)
         return True
