@@ -16,6 +16,7 @@ from ttasks_ipy.core import (
     Executor,
     PythonRunner,
     SpecError,
+    SyncBackend,
     TaskNotDone,
     TaskSpec,
     TaskState,
@@ -31,6 +32,14 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def ex() -> Iterator[Executor]:
     e = Executor(max_workers=4, grace=0.5)
+    yield e
+    e.shutdown()
+
+
+@pytest.fixture(params=["threads", "sync"])
+def ex_any(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """An executor with threads, and one that runs each attempt inline (deterministic order)."""
+    e = Executor(max_workers=4, grace=0.5, backend=SyncBackend() if request.param == "sync" else None)
     yield e
     e.shutdown()
 
@@ -59,8 +68,8 @@ def on_event(ex: Executor, label: str, kind: EventKind) -> threading.Event:
 
 
 # ---- the user stories ---------------------------------------------------------
-def test_failing_test_blocks_downstream_and_report_still_runs(ex: Executor) -> None:
-    g = GraphRun(ex, "pipeline", [
+def test_failing_test_blocks_downstream_and_report_still_runs(ex_any: Executor) -> None:
+    g = GraphRun(ex_any, "pipeline", [
         GraphNode("build", sh("echo built")),
         GraphNode("lint", sh("true")),
         GraphNode("test", sh("echo 2 failed; exit 1"), deps=("build",)),
@@ -92,8 +101,8 @@ def test_everything_succeeds_ok_true(ex: Executor) -> None:
     assert g.state is TaskState.SUCCEEDED
 
 
-def test_optional_finally_failure_leaves_ok_true(ex: Executor) -> None:
-    g = GraphRun(ex, "g", [
+def test_optional_finally_failure_leaves_ok_true(ex_any: Executor) -> None:
+    g = GraphRun(ex_any, "g", [
         GraphNode("work", sh("echo ok")),
         GraphNode("notify", sh("exit 7"), deps=("work",), finally_=True, optional=True),
     ]).start().wait(10)
@@ -101,8 +110,8 @@ def test_optional_finally_failure_leaves_ok_true(ex: Executor) -> None:
     assert g.ok is True
 
 
-def test_required_finally_failure_makes_ok_false(ex: Executor) -> None:
-    g = GraphRun(ex, "g", [
+def test_required_finally_failure_makes_ok_false(ex_any: Executor) -> None:
+    g = GraphRun(ex_any, "g", [
         GraphNode("work", sh("true")),
         GraphNode("cleanup", sh("exit 3"), deps=("work",), finally_=True),
     ]).start().wait(10)
@@ -191,10 +200,10 @@ def test_graph_timeout_stops_it_and_finally_runs(ex: Executor) -> None:
     assert g.ok is False and "timed out" in (g.error or "")
 
 
-def test_rerun_keeps_successes_and_reruns_the_rest(ex: Executor, tmp_path: Path) -> None:
+def test_rerun_keeps_successes_and_reruns_the_rest(ex_any: Executor, tmp_path: Path) -> None:
     log = tmp_path / "log"
     flag = tmp_path / "fixed"
-    g = GraphRun(ex, "g", [
+    g = GraphRun(ex_any, "g", [
         GraphNode("build", sh(f"echo build >> {log}")),
         GraphNode("lint", sh(f"echo lint >> {log}")),
         GraphNode("test", sh(f"echo test >> {log}; test -e {flag}"), deps=("build",)),
@@ -249,9 +258,9 @@ def test_rerun_after_cancel_runs_cancelled_and_blocked(ex: Executor, tmp_path: P
 
 
 # ---- upstream ---------------------------------------------------------------------
-def test_upstream_values_reach_python_bodies(ex: Executor) -> None:
+def test_upstream_values_reach_python_bodies(ex_any: Executor) -> None:
     ns = {"factor": 10}
-    g = GraphRun(ex, "g", [
+    g = GraphRun(ex_any, "g", [
         GraphNode("numbers", py("[1, 2, 3]")),
         GraphNode("stats", py("total = sum(upstream.numbers.value) * factor", ns), deps=("numbers",)),
         GraphNode("listing", sh("printf 'a\\nb\\n'")),
@@ -408,6 +417,20 @@ def test_handle_access_and_waits(ex: Executor) -> None:
     g.cancel()
     g.wait(10)
     assert g.state is TaskState.FAILED
+
+
+def test_executor_shutdown_ends_a_running_graph(tmp_path: Path) -> None:
+    e = Executor(max_workers=2, grace=0.5)
+    started = on_event(e, "g.slow", EventKind.STARTED)
+    g = GraphRun(e, "g", [
+        GraphNode("slow", sh("sleep 30")),
+        GraphNode("cleanup", sh(f"touch {tmp_path}/ran"), deps=("slow",), finally_=True),
+    ]).start()
+    assert started.wait(10)
+    e.shutdown()
+    g.wait(10)
+    assert states(g) == {"slow": "cancelled", "cleanup": "cancelled"}  # nothing starts after shutdown
+    assert not (tmp_path / "ran").exists()
 
 
 def test_a_graph_can_be_an_after_dependency(ex: Executor) -> None:
