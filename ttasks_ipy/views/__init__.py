@@ -21,8 +21,8 @@ from .updater import Updater, UpdaterStats, View
 
 if TYPE_CHECKING:
     from ..core import Executor, Task
+    from .board import Dashboard
     from .card import TaskCard
-    from .dashboard import Dashboard
     from .graphview import GraphView
 
 
@@ -51,7 +51,7 @@ def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8
 
 def dashboard(executor: Executor, updater: Updater | None = None, *, rows: int = 25) -> Dashboard:
     """One live table of every task of ``executor``, the most recent first."""
-    from .dashboard import Dashboard
+    from .board import Dashboard
 
     return Dashboard(executor, updater, rows=rows)
 

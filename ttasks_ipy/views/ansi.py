@@ -32,11 +32,12 @@ _MARK = {"stdout": _OUT, "stderr": _ERR}
 _TOKEN = re.compile(
     r"\x1b\[([0-9;?]*)([@-~])"  # CSI: params, final byte
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC (titles, hyperlinks): dropped
-    r"|\x1b[@-_]?"  # any other escape
+    r"|\x1b.?"  # any other escape (two characters)
     r"|([\r\b\ue000\ue001])"  # cursor controls and stream markers
     r"|([^\x1b\r\b\ue000\ue001]+)"  # text
 )
-_ZERO_WIDTH = re.compile(r"\x1b\[[0-9;?]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?|[\ue000\ue001]")
+_OSC = re.compile(r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?")
+_ZERO_WIDTH = re.compile(r"\x1b\[[0-9;?]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\ue000\ue001]")
 _CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")  # keeps \t \n \r \b and ESC
 _TQDM = re.compile(r"(\d{1,3}(?:\.\d+)?)%\|")
 
@@ -120,7 +121,7 @@ def lines_html(lines: Sequence[Line]) -> str:
 
 def strip(text: str) -> str:
     """``text`` without escape sequences or control characters (``\\n`` and ``\\t`` kept)."""
-    return _CONTROL.sub("", _ZERO_WIDTH.sub("", text)).replace("\r", "").replace("\b", "")
+    return _CONTROL.sub("", _ZERO_WIDTH.sub("", _OSC.sub("", text))).replace("\r", "").replace("\b", "")
 
 
 # ---- collecting ------------------------------------------------------------
@@ -161,7 +162,7 @@ def _nth_newline_from_end(s: str, n: int) -> int:
 
 # ---- the terminal ----------------------------------------------------------
 def _play(raw: str, width: int) -> list[Line]:
-    raw = _CONTROL.sub("", raw)
+    raw = _CONTROL.sub("", _OSC.sub("", raw))
     style, err = PLAIN, False
     lines = []
     for text in raw.split("\n"):

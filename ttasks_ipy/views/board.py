@@ -1,5 +1,7 @@
 """``Dashboard``: every task of a session in one live HTML table.
 
+(The module is not called ``dashboard``: that name is the package's factory function.)
+
 One HTML widget draws the table (the most recent task first, the newest
 ``rows`` shown plus every active task, older ones folded into one line of
 counts); a Text box and a Cancel button below it cancel a task by name,
