@@ -103,6 +103,24 @@ class Kernel:
             if predicate(msg):
                 return msg
 
+    def interrupt_busy_cell(self, timeout: float = 20) -> None:
+        """Run a cell that blocks, Interrupt it once it is inside the blocking call, wait for its KeyboardInterrupt."""
+        msg_id = self.kc.execute("print('blocking', flush=True); import time; time.sleep(60)")
+        deadline = time.monotonic() + timeout
+        interrupted = False
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream" and "blocking" in msg["content"]["text"] and not interrupted:
+                self.km.interrupt_kernel()
+                interrupted = True
+            elif msg["msg_type"] == "error":
+                assert msg["content"]["ename"] == "KeyboardInterrupt"
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        self.kc.get_shell_msg(timeout=10)
+
     @property
     def pid(self) -> int:
         return self.km.provisioner.process.pid

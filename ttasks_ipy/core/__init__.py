@@ -26,11 +26,29 @@ from .errors import (
 from .events import EventBus, EventKind, TaskEvent
 from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
 from .output import TaskOutput
-from .prompt import PromptFailed, PromptRunner, PromptSettings, expand_prompt
 from .pycode import CallRunner, PyBody, PythonRunner, bind, compile_body
 from .spec import Runner, TaskSpec
 from .states import TRANSITIONS, TaskState
 from .task import Task
+
+#: names imported on first use, so that a worker process or a plain script does not pay for httpx
+_LAZY = {
+    "PromptFailed": ".prompt",
+    "PromptRunner": ".prompt",
+    "PromptSettings": ".prompt",
+    "expand_prompt": ".prompt",
+    "WorkerPool": ".workers",
+    "ProcessRunner": ".workers",
+    "check_picklable": ".workers",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALL_COMPLETED",
@@ -45,6 +63,7 @@ __all__ = [
     "Executor",
     "ExecutorStats",
     "InvalidTransition",
+    "ProcessRunner",
     "PromptFailed",
     "PromptRunner",
     "PromptSettings",
@@ -67,8 +86,10 @@ __all__ = [
     "TaskState",
     "ThreadBackend",
     "WaitInsideTask",
+    "WorkerPool",
     "WaitTimeout",
     "bind",
+    "check_picklable",
     "compile_body",
     "current_task",
     "describe_exit",

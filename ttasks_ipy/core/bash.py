@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import os
 import selectors
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from .spec import Runner
 
 #: how long to keep reading the pipes after the shell exited
 DRAIN_SECONDS = 0.25
-_SIGNAMES = {n: s for s, n in __import__("signal").Signals.__members__.items()}
+_SIGNAMES = {s.value: s.name for s in signal.Signals}
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,7 @@ class CommandResult:
 def describe_exit(returncode: int) -> str:
     """'exit status 2' or 'killed by SIGTERM'."""
     if returncode < 0:
-        sig = _SIGNAMES.get(-returncode)
-        return f"killed by {sig.name if sig else -returncode}"
+        return f"killed by {_SIGNAMES.get(-returncode, -returncode)}"
     return f"exit status {returncode}"
 
 

@@ -265,6 +265,7 @@ class Executor:
                 self._release_service()
             return
         ctx = RunContext(task, task.attempt, self._on_output, self._on_progress)
+        ctx.process = bool(getattr(task.spec.runner, "runs_in_process", False))
         with self._lock:
             self._contexts[task.id] = ctx
         self._publish(ev)
@@ -597,7 +598,10 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _user_traceback(e: BaseException) -> str:
-    """The traceback of ``e`` without the engine's own frames at the top."""
+    """The traceback of ``e`` without the engine's own frames at the top (a worker's own text if it has one)."""
+    remote = getattr(e, "remote_traceback", None)
+    if isinstance(remote, str):
+        return remote
     tb = e.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         tb = tb.tb_next

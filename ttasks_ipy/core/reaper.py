@@ -51,6 +51,7 @@ class Reaper:
         self._lock = threading.Lock()
         self._grace = grace
         self._proc: subprocess.Popen[bytes] | None = None
+        self._closed = False
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
@@ -76,6 +77,8 @@ class Reaper:
 
     def _send(self, line: str) -> None:
         with self._lock:
+            if self._closed:  # closing is final: no new reaper after shutdown
+                return
             try:
                 p = self._ensure()
                 assert p.stdin is not None
@@ -92,6 +95,7 @@ class Reaper:
     def close(self) -> None:
         """Close the pipe: the reaper ends what is still registered and exits."""
         with self._lock:
+            self._closed = True
             if self._proc is not None and self._proc.stdin is not None:
                 try:
                     self._proc.stdin.close()

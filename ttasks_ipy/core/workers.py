@@ -714,6 +714,8 @@ class ProcessRunner(Runner):
     """
 
     kind = "python"
+    #: cancel ends the process for real: a cancelled attempt never lingers
+    runs_in_process = True
 
     def __init__(
         self,
