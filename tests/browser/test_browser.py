@@ -125,6 +125,7 @@ def _cards_progress_tail_cancel(page: Any) -> None:
     expect(dash.locator(".ttasks-row")).to_have_count(3)
     train_card = _row(page, "train")
     train_card.scroll_into_view_if_needed()
+    expect(tail.locator(".ttasks-stderr")).to_contain_text("%|")  # the bar is drawn (not mid-redraw)
     page.screenshot(path=str(ARTIFACTS / "running.png"), full_page=False)
     train_card.screenshot(path=str(ARTIFACTS / "card-running.png"))
 
@@ -149,4 +150,37 @@ def test_graph_colours(page: Any) -> None:
         import ttasks_ipy.core.graph  # noqa: F401
     except ImportError:
         pytest.skip("the task graph (issue 4) has not landed: ttasks_ipy.core.graph is missing")
-    pytest.skip("graph cells are added to notebooks/widgets.ipynb once GraphRun's API is settled")
+    try:
+        _graph_colours(page)
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "failure-graph.png"), full_page=True)
+        raise
+
+
+def _node(page: Any, name: str) -> Any:
+    return page.locator(f"{NB} .ttasks-graph-body .ttasks-node[data-name='{name}']")
+
+
+def _graph_colours(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    page.locator(f"{NB} .jp-Cell").nth(9).click()  # the graph's markdown cell, after the cards
+    page.keyboard.press("Escape")
+    _run_cells(page, 2)
+    graph = page.locator(f"{NB} .ttasks-graph-body")
+    expect(_node(page, "build")).to_have_attribute("data-status", "running", timeout=15_000)
+    running_fill = _node(page, "build").locator("rect").get_attribute("fill")
+    expect(_node(page, "deploy")).to_have_attribute("data-status", "pending")
+    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(ARTIFACTS / "graph-running.png"))
+
+    expect(graph).to_have_attribute("data-status", "done", timeout=20_000)
+    expect(graph).to_have_attribute("data-ok", "false")
+    final = {n: _node(page, n).get_attribute("data-status") for n in
+             ("build", "lint", "test", "deploy", "report", "notify")}
+    assert final == {
+        "build": "succeeded", "lint": "succeeded", "test": "failed", "deploy": "blocked",
+        "report": "succeeded", "notify": "failed",
+    }
+    assert _node(page, "build").locator("rect").get_attribute("fill") != running_fill  # the colour changed
+    expect(graph).to_contain_text("not ok")
+    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(ARTIFACTS / "graph-done.png"))

@@ -21,6 +21,7 @@ from ..core import Executor, Task, TaskState
 from . import base
 from .style import (
     BORDER,
+    FIT,
     FONT,
     MONO,
     MUTED,
@@ -137,7 +138,8 @@ class Dashboard(widgets.VBox):
             else ""
         )
         return (
-            f'<div class="ttasks-dashboard-body" data-tasks="{len(tasks)}" style="font-family:{FONT};font-size:13px;'
+            FIT
+            + f'<div class="ttasks-dashboard-body" data-tasks="{len(tasks)}" style="font-family:{FONT};font-size:13px;'
             f"color:{TEXT};background:{SURFACE};border:1px solid {BORDER};border-radius:8px;padding:10px 12px;"
             f'box-sizing:border-box">{self._summary(len(tasks), counts)}'
             f'<div style="max-height:520px;overflow:auto;margin-top:8px">'

@@ -22,6 +22,7 @@ from ..core import Task, TaskState
 from . import ansi, base
 from .style import (
     BORDER,
+    FIT,
     FONT,
     MONO,
     MUTED,
@@ -40,10 +41,6 @@ from .style import (
 
 if TYPE_CHECKING:
     from .updater import Updater
-
-
-#: lets the HTML widget's content shrink to the row so long lines cut or scroll instead of widening the card
-_FIT = "<style>.ttasks-card .widget-html-content{flex:1 1 auto;min-width:0;line-height:normal}</style>"
 
 
 class TaskCard(widgets.HBox):
@@ -149,7 +146,7 @@ class TaskCard(widgets.HBox):
             )
         parts.append(self._footer(task, status))
         return (
-            _FIT
+            FIT
             + f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
             f'data-percent="{"" if percent is None else f"{percent:.1f}"}" '
             f"style=\"box-sizing:border-box;font-family:{FONT};font-size:13px;line-height:1.4;color:{TEXT};"

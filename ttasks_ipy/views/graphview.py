@@ -25,6 +25,7 @@ from traitlets import Int, validate
 from . import base
 from .style import (
     BORDER,
+    FIT,
     FONT,
     MUTED,
     STATUS_ORDER,
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ..core import Task
     from .updater import Updater
 
-NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 164, 40, 56, 12, 10
+NODE_W, NODE_H, COL_GAP, ROW_GAP, PAD = 148, 40, 44, 12, 10
 BOX_W, BOX_H = 170, 74
 
 
@@ -160,7 +161,8 @@ class GraphView(widgets.VBox):
                 f"{esc(shorten(problem, 300))}</div>"
             )
         return (
-            f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
+            FIT
+            + f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
             f'style="font-family:{FONT};font-size:13px;color:{TEXT};background:{SURFACE};border:1px solid {BORDER};'
             f'border-left:4px solid {fg};border-radius:8px;padding:10px 12px;box-sizing:border-box">{header}'
             f'<div style="overflow-x:auto;margin-top:8px">{picture}</div>{footer}</div>'
@@ -212,8 +214,8 @@ class GraphView(widgets.VBox):
                 f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" fill="{bg}" stroke="{fg}" '
                 f'stroke-width="{sw}"{dash}/>'
                 f'<text x="{x + 10}" y="{y + 16}" font-size="12" font-weight="600" fill="#1f2328">'
-                f"{esc(shorten(n.name, 11 if tags else 20))}</text>{tag}"
-                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" fill="{fg}">{esc(shorten(sub, 28))}</text></g>'
+                f"{esc(shorten(n.name, 10 if tags else 18))}</text>{tag}"
+                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" fill="{fg}">{esc(shorten(sub, 25))}</text></g>'
             )
         return _svg(width, height, "".join(edges) + "".join(boxes))
 

@@ -31,6 +31,13 @@ SURFACE = "var(--jp-layout-color1,#ffffff)"
 SUNKEN = "var(--jp-layout-color2,#f6f8fa)"
 BORDER = "var(--jp-border-color2,#d0d7de)"
 
+#: lets an HTML widget's content shrink to its row, so wide content scrolls or is cut instead of
+#: widening the view past the output area (ipywidgets gives ``.widget-html-content`` no min-width)
+FIT = (
+    "<style>.ttasks-card .widget-html-content,.ttasks-graph .widget-html-content,"
+    ".ttasks-dashboard .widget-html-content{flex:1 1 auto;min-width:0;line-height:normal}</style>"
+)
+
 
 def esc(text: object) -> str:
     """``text`` HTML-escaped (quotes too, so it is safe in attributes)."""
@@ -105,6 +112,6 @@ def shorten(text: str, width: int) -> str:
 
 
 __all__ = [
-    "BORDER", "FONT", "MONO", "MUTED", "STATUS_COLOURS", "STATUS_ORDER", "SUNKEN", "SURFACE", "TEXT",
+    "BORDER", "FIT", "FONT", "MONO", "MUTED", "STATUS_COLOURS", "STATUS_ORDER", "SUNKEN", "SURFACE", "TEXT",
     "badge", "bar", "chip", "clock", "colours", "duration", "esc", "shorten",
 ]
