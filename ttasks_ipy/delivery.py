@@ -25,8 +25,9 @@ _MISSING = object()
 class Item:
     """One thing to hand over: a finished task, or a service that became ready."""
 
-    kind: str  # 'final' | 'ready'
-    task: Task
+    kind: str  # 'final' | 'ready' | 'graph'
+    task: Any  # a Task, or a GraphRun for 'graph'
+
 
 
 class Inbox:
@@ -49,7 +50,8 @@ class Inbox:
             keep: collections.deque[Item] = collections.deque()
             taken = []
             for it in self._items:
-                (taken if it.task.id in only else keep).append(it)
+                mine = it.kind != "graph" and it.task.id in only
+                (taken if mine else keep).append(it)
             self._items = keep
             return taken
 
@@ -118,9 +120,16 @@ class Delivery:
             if item.kind == "ready":
                 self.show(task, text.ready_line(task), at_boundary)
                 continue
+            if item.kind == "graph":  # one notice for a whole graph
+                self.show(task, text.graph_notice(task), at_boundary)
+                self.reported_now.add(id(task))
+                continue
             delivered, kept = self._write(task)
             task.spec.meta["delivered"] = delivered
             task.spec.meta["not_delivered"] = kept
+            if task.spec.meta.get("graph"):
+                done.append(task)  # delivered; the graph's own notice speaks for it
+                continue
             self.show(task, text.notice(task, delivered, kept), at_boundary)
             self.reported_now.add(task.id)
             done.append(task)

@@ -50,6 +50,9 @@ def load(shell: Any) -> None:
     _sessions[id(shell)] = s
     shell.configurables.append(config)
     shell.register_magics(BgMagics(shell, s))
+    from .graph_magic import magic_for
+
+    shell.register_magic_function(magic_for(s), "cell", "bgraph")
     shell.events.register("pre_run_cell", s.pre_run_cell)
     shell.events.register("post_run_cell", s.post_run_cell)
     shell.input_transformers_cleanup.insert(0, protect_help_lines)

@@ -97,6 +97,9 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     except TaskError as e:
         raise UsageError(f"%%bgraph {name}: {e}") from None
     user_ns[name] = graph
+    track = getattr(session, "track_graph", None)
+    if track is not None:
+        track(graph)
     _show_start(graph)
     return graph
 

@@ -19,7 +19,9 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
 from .core import BashRunner, PythonRunner, SpecError, TaskSpec, WaitTimeout, bind, compile_body
 from .core.errors import QueueFull, TaskError
+from .core.graph import GraphRun
 from .delivery import targets_at_dispatch
+from .graph_magic import find_in_graphs
 from .session import Session
 from .syntax import expand_shell, expand_text, split_options
 from .views import text
@@ -281,11 +283,7 @@ class BgMagics(Magics):
         after = []
         if args.after:
             for key in expand_text(args.after, self.shell.user_ns).split(","):
-                key = key.strip()
-                dep = self.session.find(key)
-                if dep is None:
-                    raise UsageError(f"%bg: --after {key}: no such task (see %bg --list)")
-                after.append(dep)
+                after.append(self._find(key.strip()))
         try:
             return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet)
         except QueueFull as e:
@@ -355,13 +353,25 @@ class BgMagics(Magics):
             return self._dashboard()
         if a.log:
             task = self._find(a.log[0])
-            print(text.log_text(task, a.tail))
+            if isinstance(task, GraphRun):
+                print(text.task_table(task.tasks.values()))
+                if task.done():
+                    print(text.graph_notice(task))
+            else:
+                print(text.log_text(task, a.tail))
             return None
         if a.cancel is not None:
             return self._cancel(a.cancel)
         return self._wait(a.wait, a.timeout)
 
     def _find(self, key: str) -> Any:
+        found = find_in_graphs(self.shell.user_ns, key)
+        if found is not None:
+            return found
+        if "." in key and isinstance(self.shell.user_ns.get(key.split(".")[0]), GraphRun):
+            graph = self.shell.user_ns[key.split(".")[0]]
+            raise UsageError(f"%bg: graph {graph.name} has no task {key.split('.', 1)[1]!r} "
+                             f"(it has: {', '.join(n.name for n in graph.nodes)})")
         task = self.session.find(key)
         if task is None:
             known = ", ".join(t.label for t in self.session.tasks()[-8:]) or "none yet"
@@ -377,7 +387,7 @@ class BgMagics(Magics):
 
     def _cancel(self, keys: list[str]) -> None:
         tasks = self._targets(keys, "cancel")
-        done = [t.label for t in tasks if t.cancel("cancelled by user")]
+        done = [t.label for t in tasks if (t.cancel() if isinstance(t, GraphRun) else t.cancel("cancelled by user"))]
         skipped = [t.label for t in tasks if t.label not in done]
         msg = f"[bg] cancelled: {', '.join(done)}" if done else "[bg] nothing to cancel"
         if skipped:
@@ -392,20 +402,28 @@ class BgMagics(Magics):
             tasks, mode = self.session.executor.active(), "any"
         else:
             tasks = [self._find(k) for k in keys]
-        if not tasks:
+        graphs = [t for t in tasks if isinstance(t, GraphRun)]
+        tasks = [t for t in tasks if not isinstance(t, GraphRun)]
+        if not tasks and not graphs:
             if mode == "all":  # nothing runs: hand over what already finished
                 self.session.delivery.drain(at_boundary=True)
             return None
         started = time.monotonic()
         self.session.delivery.reported_now.clear()
         try:
-            done = self.session.wait(tasks, timeout=timeout, return_when=mode)
-            if keys in ([], ["all"]):
+            for g in graphs:
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+                g.wait(left)
+            done = self.session.wait(tasks, timeout=timeout, return_when=mode) if tasks else []
+            if keys in ([], ["all"]) or graphs:
                 self.session.delivery.drain(at_boundary=True)
             # a task delivered before the wait began still gets its line: the wait's answer
             for t in done:
-                if t.id not in self.session.delivery.reported_now:
+                if t.id not in self.session.delivery.reported_now and not t.spec.meta.get("graph"):
                     print(text.notice(t, t.spec.meta.get("delivered", ()), t.spec.meta.get("not_delivered", ())))
+            for g in graphs:
+                if id(g) not in self.session.delivery.reported_now:
+                    print(text.graph_notice(g))
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
         except KeyboardInterrupt:

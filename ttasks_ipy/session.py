@@ -114,10 +114,32 @@ class Session:
 
     def shown_in_this_cell(self, task: Task) -> bool:
         """Whether the dispatching magic already displayed ``task`` in the running cell."""
-        return self.delivery.cell_running and self._shown_in_cell.get(task.id) == self.cell_seq
+        tid = getattr(task, "id", None)
+        return self.delivery.cell_running and tid is not None and self._shown_in_cell.get(tid) == self.cell_seq
 
-    def _show(self, task: Task, line: str, at_boundary: bool) -> None:
-        handle = self._displays.get(task.id)
+    def track_graph(self, graph: Any) -> None:
+        """Give a started graph run one notice when it is done."""
+
+        def done(g: Any) -> None:
+            self.inbox.put(Item("graph", g))
+            self._schedule_idle_drain()
+
+        graph.add_done_callback(done)
+
+    def prompt_runner(self, text: str, model: str | None, namespace: Any) -> Any:
+        """A prompt runner with the session's settings (graph tasks expand ``text`` at run time)."""
+        from .core.prompt import PromptRunner
+
+        return PromptRunner(text, self.prompt_settings(), model=model, namespace=namespace)
+
+    def process_runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
+        """A runner for ``body`` in one of the session's worker processes."""
+        from .core.workers import ProcessRunner
+
+        return ProcessRunner(body, bound, self.worker_pool(), first_line=first_line)
+
+    def _show(self, task: Any, line: str, at_boundary: bool) -> None:
+        handle = self._displays.get(getattr(task, "id", None))
         if handle is not None:
             try:
                 handle.update(_Line(line))

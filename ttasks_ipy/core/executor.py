@@ -94,6 +94,7 @@ class Executor:
         self._tasks: dict[int, Task] = {}
         self._by_name: dict[str, Task] = {}
         self._queue: collections.deque[Task] = collections.deque()
+        self._finished_ids: collections.deque[int] = collections.deque()
         self._running = 0
         self._services = 0
         self._slot_of: dict[int, int] = {}  # task id -> attempt holding a worker slot
@@ -143,11 +144,12 @@ class Executor:
                         f"{self._services} services are running (max_services={self.max_services}): "
                         "cancel one first"
                     )
-            elif self.queue_policy == "reject" and self._running >= self.max_workers:
-                raise QueueFull(
-                    f"all {self.max_workers} workers are busy and queue_policy is 'reject': "
-                    "wait, cancel a task, or raise max_workers"
-                )
+            if not (hold or after) and not spec.service and getattr(spec.runner, "needs_worker_slot", True):
+                if self.queue_policy == "reject" and self._running >= self.max_workers:
+                    raise QueueFull(
+                        f"all {self.max_workers} workers are busy and queue_policy is 'reject': "
+                        "wait, cancel a task, or raise max_workers"
+                    )
             tid = next(self._ids)
             output = TaskOutput(self.output_dir / str(tid), tail_chars=self.tail_chars, file_cap=self.file_cap)
             task = Task(self, tid, spec, output)
@@ -155,6 +157,7 @@ class Executor:
             if spec.name is not None:
                 self._by_name[spec.name] = task
             self._forget_old_locked()
+        task.add_done_callback(self._remember_finished)
         if old is not None:
             self.cancel(old, "replaced")
         deps = list(after)
@@ -165,6 +168,9 @@ class Executor:
         else:
             self._enqueue(task)
         return task
+
+    def _remember_finished(self, task: Task) -> None:
+        self._finished_ids.append(task.id)
 
     def _hold_for(self, task: Task, deps: list[Task]) -> None:
         left = [len(deps)]
@@ -214,14 +220,14 @@ class Executor:
         self._publish(task._reset())
 
     def _forget_old_locked(self) -> None:
-        if len(self._tasks) <= self.keep_tasks:
-            return
-        for tid in list(itertools.islice(self._tasks, len(self._tasks) - self.keep_tasks)):
-            t = self._tasks[tid]
-            if t.state.terminal:
-                del self._tasks[tid]
-                if t.name and self._by_name.get(t.name) is t:
-                    del self._by_name[t.name]
+        """Forget the oldest finished tasks beyond ``keep_tasks`` (O(1) amortised per submit)."""
+        while len(self._tasks) > self.keep_tasks and self._finished_ids:
+            t = self._tasks.get(self._finished_ids.popleft())
+            if t is None or not t.state.terminal:
+                continue  # rerun since it finished: it stays
+            del self._tasks[t.id]
+            if t.name and self._by_name.get(t.name) is t:
+                del self._by_name[t.name]
 
     def _enqueue(self, task: Task) -> None:
         ev = task._change(TaskState.QUEUED)

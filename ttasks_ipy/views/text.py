@@ -6,6 +6,7 @@ display's ``text/plain`` (stable: no live values in start lines).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..core import Task, TaskState
 
@@ -73,6 +74,25 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) 
             f"; not delivered: {', '.join(kept)} (reassigned since dispatch; "
             f"the value stays on the handle: %bg --log {task.label})"
         )
+    return line
+
+
+def graph_notice(graph: Any) -> str:
+    """The one-line notice of a finished graph run."""
+    st = graph.statistics()
+    delivered = [n for t in graph.tasks.values() for n in t.spec.meta.get("delivered", ())]
+    counts = ", ".join(
+        f"{n} {word}"
+        for n, word in ((st.succeeded, "succeeded"), (st.failed, "failed"), (st.cancelled, "cancelled"),
+                        (st.blocked, "blocked"))
+        if n
+    )
+    head = f"[bg] {'✓' if graph.ok else '✗'} graph {graph.name} {'finished' if graph.ok else 'failed'}"
+    line = f"{head} in {duration(graph.elapsed)}: {counts}"
+    if not graph.ok and graph.error:
+        line += f"; {_short(graph.error, 100)}"
+    if delivered:
+        line += " → " + ", ".join(delivered)
     return line
 
 
