@@ -70,7 +70,7 @@ class TaskCard(widgets.HBox):
         self._html = base.html_widget("", "card_html")
         self._button = widgets.Button(
             description="Cancel",
-            tooltip=f"Cancel task {task.label}",
+            tooltip=f"Cancel task {task.label} (handled once the kernel is free: after a running cell ends)",
             layout=base.layout("cancel"),
             style=base.cancel_style(),
         )

@@ -66,6 +66,8 @@ class UpdaterStats:
     views: int
     dirty: int
     errors: int
+    #: CPU seconds the updater's own thread used (rendering and sending)
+    cpu: float
 
 
 class _Slot:
@@ -113,6 +115,7 @@ class Updater:
         self._stop = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._events = self._pushes = self._messages = self._errors = 0
+        self._cpu = 0.0
         self._thread: threading.Thread | None = None
         self._bus = bus
         self._unsubscribe = bus.subscribe(self._on_event)
@@ -183,6 +186,7 @@ class Updater:
             except Exception:  # never let the one updater die
                 log.exception("ttasks updater round failed")
                 delay, pending = 0.5, True
+            self._cpu = time.thread_time()
             if pending:
                 # views wait for their interval or for the budget: more events cannot make
                 # them due sooner, so sleep through them (this is what coalesces a flood)
@@ -296,6 +300,7 @@ class Updater:
                 views=len(self._slots),
                 dirty=len(self._dirty),
                 errors=self._errors,
+                cpu=self._cpu,
             )
 
     def close(self, timeout: float = 1.0) -> None:
