@@ -1,6 +1,7 @@
 """Views without a kernel: the terminal tail, the updater's rate bounds, cards, dashboard and graph HTML."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import threading
 import time
@@ -13,6 +14,10 @@ from ttasks_ipy.views import Updater, widgets_available
 from ttasks_ipy.views.ansi import lines_html, strip, tail_lines, tqdm_percent
 
 pytestmark = pytest.mark.timeout(60)
+needs_widgets = pytest.mark.skipif(
+    importlib.util.find_spec("ipywidgets") is None,
+    reason="ipywidgets is not installed (it belongs in the project's dependencies)",
+)
 
 
 def texts(pieces: list[tuple[str, str]], n: int = 8) -> list[str]:
@@ -219,6 +224,7 @@ def test_widgets_available_is_false_outside_a_kernel() -> None:
     assert widgets_available() is False
 
 
+@needs_widgets
 class TestCard:
     def test_card_follows_a_python_task(self, engine: Any) -> None:
         from ttasks_ipy.views import task_card
@@ -307,6 +313,7 @@ class TestCard:
         assert sorted(opened) == ["Button", "HTML", "TaskCard"]
 
 
+@needs_widgets
 class TestDashboard:
     def test_thousands_of_tasks_stay_light(self, engine: Any) -> None:
         from ttasks_ipy.views import dashboard
@@ -340,6 +347,7 @@ class TestDashboard:
         assert repr(board) == "[bg] dashboard"
 
 
+@needs_widgets
 class TestGraphView:
     def _graph(self, ex: Executor, fail: bool) -> Any:
         from ttasks_ipy.core.graph import GraphNode, GraphRun

@@ -5,6 +5,7 @@ model, so the numbers here are what a frontend would receive.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import queue
 import re
@@ -17,7 +18,13 @@ from typing import Any
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(
+        importlib.util.find_spec("ipywidgets") is None,
+        reason="ipywidgets is not installed (it belongs in the project's dependencies)",
+    ),
+]
 
 SETUP = """
 import json, resource, time
