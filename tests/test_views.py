@@ -370,6 +370,8 @@ class TestGraphView:
         g = self._graph(ex, fail=True)
         view = graph_view(g, up)
         assert 'data-status="pending"' in view._html.value
+        assert up.wait_idle(2)  # the updater saw the view before the graph had tasks
+        time.sleep(0.1)
         g.start()
         g.wait(10)
         assert up.wait_idle(3)

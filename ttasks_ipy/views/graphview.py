@@ -85,8 +85,8 @@ class GraphView(widgets.VBox):
     # ---- the View protocol ---------------------------------------------
     @property
     def live(self) -> bool:
-        """True while the graph runs (its clocks tick)."""
-        return self._graph.status == "running"
+        """True until the graph is done: its clocks tick, and tasks made by ``start()`` get watched."""
+        return self._graph.status != "done"
 
     @property
     def final(self) -> bool:
