@@ -80,7 +80,8 @@ class GraphView(widgets.VBox):
         if updater is not None:
             tasks = list(graph.tasks.values())
             self._watched.update(t.id for t in tasks)
-            updater.watch(self, tasks)
+            # before start() there are no tasks to watch: any event may be the start, until they exist
+            updater.watch(self, tasks if tasks else None)
 
     # ---- the View protocol ---------------------------------------------
     @property
@@ -106,6 +107,7 @@ class GraphView(widgets.VBox):
             if new:
                 self._watched.update(t.id for t in new)
                 self._updater.watch(self, new)
+                self._updater.narrow(self)  # the graph started: its own tasks are enough
             if self._graph.status == "running" and not self._waiting_done:
                 # the graph turns done after its last task's event: be told, to show ok
                 self._waiting_done = True

@@ -142,6 +142,14 @@ class Updater:
             self._ensure_thread()
         self._wake.set()
 
+    def narrow(self, view: View) -> None:
+        """Stop re-rendering ``view`` for every task: from now on only for the tasks it watches."""
+        with self._lock:
+            slot = self._slots.get(id(view))
+            if slot is not None:
+                slot.everything = False
+                self._everything.discard(id(view))
+
     def unwatch(self, view: View) -> None:
         """Forget ``view``."""
         with self._lock:
