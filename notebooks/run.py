@@ -24,9 +24,10 @@ def _text(output: dict) -> str:
         return output.get("text", "")
     if kind in ("display_data", "execute_result"):
         data = output.get("data", {})
+        plain = data.get("text/plain", "")
         if "application/vnd.jupyter.widget-view+json" in data:
-            return "[widget]\n"
-        return data.get("text/plain", "") + "\n"
+            return plain + "   (a live widget in JupyterLab)\n"
+        return plain + "\n"
     if kind == "error":
         return f"{output['ename']}: {output['evalue']}\n"
     return ""

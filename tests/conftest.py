@@ -126,12 +126,13 @@ class Kernel:
         return self.km.provisioner.process.pid
 
 
-def start_kernel(load: bool = True, env: dict[str, str] | None = None) -> Kernel:
+def start_kernel(load: bool = True, env: dict[str, str] | None = None, widgets: bool = False) -> Kernel:
+    """A kernel with ttasks_ipy loaded; text views unless ``widgets`` (the widget path has tests of its own)."""
     env = {**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", **(env or {})}
     km, kc = start_new_kernel(kernel_name="python3", env=env, startup_timeout=60)
     k = Kernel(km, kc)
     if load:
-        k.run("%load_ext ttasks_ipy")
+        k.run("%load_ext ttasks_ipy" + ("" if widgets else "\n%config TTasks.widgets = False"))
     return k
 
 

@@ -56,7 +56,10 @@ def load(shell: Any) -> None:
     shell.events.register("pre_run_cell", s.pre_run_cell)
     shell.events.register("post_run_cell", s.post_run_cell)
     shell.input_transformers_cleanup.insert(0, protect_help_lines)
+    from .core.graph import GraphRun
+
     shell.display_formatter.ipython_display_formatter.for_type(Task, _display_handle)
+    shell.display_formatter.ipython_display_formatter.for_type(GraphRun, _display_graph)
     from . import routing
 
     s.routing = routing.install(shell)
@@ -76,7 +79,10 @@ def unload(shell: Any) -> None:
             pass
     if protect_help_lines in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(protect_help_lines)
+    from .core.graph import GraphRun
+
     shell.display_formatter.ipython_display_formatter.type_printers.pop(Task, None)
+    shell.display_formatter.ipython_display_formatter.type_printers.pop(GraphRun, None)
     if s.config in shell.configurables:
         shell.configurables.remove(s.config)
     magics = shell.magics_manager.magics
@@ -89,16 +95,39 @@ def unload(shell: Any) -> None:
         routing.uninstall()
 
 
+def _current() -> Session | None:
+    from IPython import get_ipython
+
+    return _sessions.get(id(get_ipython()))
+
+
 def _display_handle(task: Any) -> bool:
-    """Display a task handle: nothing if ``%bg`` just showed it in this cell, else its status line."""
+    """Display a task handle: nothing if ``%bg`` just showed it in this cell, else its live card or status."""
     from IPython.display import display
 
     from .views import text
 
-    s = _sessions.get(next(iter(_sessions), None)) if _sessions else None
+    s = _current()
     if s is not None and s.shown_in_this_cell(task):
         return True
+    if s is not None and s.widgets():
+        from . import views
+
+        display(views.task_card(task, s.updater))
+        return True
     display(_Plain(text.status_line(task)))
+    return True
+
+
+def _display_graph(graph: Any) -> bool:
+    """Display a graph handle: its live graph view, or a status line."""
+    from .views import text
+
+    s = _current()
+    if s is None:
+        return False
+    line = f"[bg] graph {graph.name} {graph.status}" + (f": {text.graph_notice(graph)}" if graph.done() else "")
+    s.display_graph(graph, line)
     return True
 
 

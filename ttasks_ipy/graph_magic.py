@@ -97,10 +97,8 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     except TaskError as e:
         raise UsageError(f"%%bgraph {name}: {e}") from None
     user_ns[name] = graph
-    track = getattr(session, "track_graph", None)
-    if track is not None:
-        track(graph)
-    _show_start(graph)
+    session.track_graph(graph)
+    session.display_graph(graph, start_line(graph))
     return graph
 
 
@@ -131,23 +129,6 @@ def start_line(graph: GraphRun) -> str:
     if graph.max_parallel is not None:
         extra += f", at most {graph.max_parallel} at once"
     return f"[bg] graph {graph.name} started: {len(names)} task{'s' if len(names) != 1 else ''} ({shown}){extra}"
-
-
-class _Line:
-    def __init__(self, line: str) -> None:
-        self.line = line
-
-    def __repr__(self) -> str:
-        return self.line
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(self.line)
-
-
-def _show_start(graph: GraphRun) -> None:
-    from IPython.display import display
-
-    display(_Line(start_line(graph)))
 
 
 def magic_for(session: Any) -> Callable[[str, str], None]:

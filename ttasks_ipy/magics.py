@@ -432,7 +432,8 @@ class BgMagics(Magics):
         return None
 
     def _dashboard(self) -> Any:
-        print(text.task_table(reversed(self.session.tasks())))
+        if not self.session.display_dashboard():
+            print(text.task_table(reversed(self.session.tasks())))
         return None
 
 

@@ -47,6 +47,11 @@ class Session:
         self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
+        from . import views
+
+        #: the one updater of every live view of this session
+        self.updater = views.Updater(self.executor.bus)
+        self._cards: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
         config.observe(self._on_config, names=["max_workers", "max_services", "queue_policy", "grace"])
         self._kernel = getattr(shell, "kernel", None)
@@ -103,14 +108,48 @@ class Session:
         return self.executor.wait(tasks, timeout=timeout, return_when=return_when)
 
     # ---- displays ------------------------------------------------------
+    def widgets(self) -> bool:
+        """Whether live widgets are shown (a kernel with ipywidgets 8, and the setting on)."""
+        from . import views
+
+        return bool(self.config.widgets) and views.widgets_available()
+
     def display_task(self, task: Task) -> None:
-        """Show the task's own display in the current cell (a line with a display id)."""
+        """Show the task's own display in the current cell: a live card, or a line with a display id."""
         from IPython.display import display
 
-        handle = display(_Line(text.start_line(task)), display_id=True)
-        if handle is not None:
-            self._displays[task.id] = handle
+        if self.widgets():
+            from . import views
+
+            display(views.task_card(task, self.updater))
+            self._cards.add(task.id)
+        else:
+            handle = display(_Line(text.start_line(task)), display_id=True)
+            if handle is not None:
+                self._displays[task.id] = handle
         self._shown_in_cell[task.id] = self.cell_seq
+
+    def display_graph(self, graph: Any, line: str) -> None:
+        """Show a graph's own display: a live graph view, or its start line."""
+        from IPython.display import display
+
+        if self.widgets():
+            from . import views
+
+            display(views.graph_view(graph, self.updater))
+        else:
+            display(_Line(line))
+
+    def display_dashboard(self) -> bool:
+        """Show the live dashboard; False when widgets are not available (the caller prints text)."""
+        if not self.widgets():
+            return False
+        from IPython.display import display
+
+        from . import views
+
+        display(views.dashboard(self.executor, self.updater))
+        return True
 
     def shown_in_this_cell(self, task: Task) -> bool:
         """Whether the dispatching magic already displayed ``task`` in the running cell."""
@@ -139,7 +178,17 @@ class Session:
         return ProcessRunner(body, bound, self.worker_pool(), first_line=first_line)
 
     def _show(self, task: Any, line: str, at_boundary: bool) -> None:
-        handle = self._displays.get(getattr(task, "id", None))
+        tid = getattr(task, "id", None)
+        if tid in self._cards:
+            self.updater.refresh(task)  # the card shows the final state and what was delivered
+            if at_boundary and self.shown_in_this_cell(task):
+                return
+            if not self.config.notices:
+                return
+            if at_boundary:
+                print(line)
+            return  # idle: the card itself says it
+        handle = self._displays.get(tid)
         if handle is not None:
             try:
                 handle.update(_Line(line))
@@ -242,8 +291,9 @@ class Session:
             pass
         self._unsubscribe()
         self.executor.remove_wait_hook(self._after_wait)
+        self.executor.cancel_all("kernel shutdown")
+        self.updater.close()
         if self._pool is not None:
-            self.executor.cancel_all("kernel shutdown")
             self._pool.shutdown()
         self.executor.shutdown()
         if "ttasks_ipy.core.prompt" in sys.modules:

@@ -17,10 +17,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
 from .context import RunContext
 from .errors import CommandFailed, TaskCancelled
+from .output import TaskOutput
 from .procs import terminate_tree
 from .spec import Runner
 
@@ -29,15 +30,46 @@ DRAIN_SECONDS = 0.25
 _SIGNAMES = {s.value: s.name for s in signal.Signals}
 
 
-@dataclass(frozen=True)
 class CommandResult:
-    """What a command left behind: ``str()`` is its stdout."""
+    """What a command left behind: ``str()`` is its stdout.
 
-    command: str
-    output: str
-    stderr: str
-    returncode: int
-    duration: float
+    ``output`` and ``stderr`` are read from the task's output files on first
+    access (so a task that printed 200 MB holds no copy in memory until asked).
+    """
+
+    __slots__ = ("command", "returncode", "duration", "_source", "_texts")
+
+    def __init__(
+        self,
+        command: str,
+        output: str | None = None,
+        stderr: str | None = None,
+        returncode: int = 0,
+        duration: float = 0.0,
+        *,
+        source: TaskOutput | None = None,
+    ) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.duration = duration
+        self._source = source
+        self._texts = None if output is None else (output, stderr or "")
+
+    def _read(self) -> tuple[str, str]:
+        if self._texts is None:
+            src = self._source
+            self._texts = (src.read("stdout"), src.read("stderr")) if src is not None else ("", "")
+        return self._texts
+
+    @property
+    def output(self) -> str:
+        """The command's stdout (as kept: up to the file cap)."""
+        return self._read()[0]
+
+    @property
+    def stderr(self) -> str:
+        """The command's stderr (as kept: up to the file cap)."""
+        return self._read()[1]
 
     @property
     def ok(self) -> bool:
@@ -47,8 +79,20 @@ class CommandResult:
     def __str__(self) -> str:
         return self.output
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CommandResult):
+            return NotImplemented
+        return (self.command, self.output, self.stderr, self.returncode) == (
+            other.command, other.output, other.stderr, other.returncode)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CommandResult, (self.command, self.output, self.stderr, self.returncode, self.duration))
+
     def __repr__(self) -> str:
-        out = self.output if len(self.output) <= 60 else self.output[:57] + "..."
+        out = self.output
+        out = out if len(out) <= 60 else out[:57] + "..."
         return f"CommandResult(returncode={self.returncode}, duration={self.duration:.2f}, output={out!r})"
 
     def _repr_pretty_(self, p, cycle) -> None:  # noqa: ANN001 - IPython's protocol
@@ -112,13 +156,8 @@ class BashRunner(Runner):
             # end whatever the command left behind (a backgrounded grandchild)
             terminate_tree(proc.pid, self.grace, executor.timers, lambda: executor.reaper.forget(proc.pid))
         duration = time.monotonic() - started
-        result = CommandResult(
-            self.command,
-            ctx.task.output_buffer.read("stdout"),
-            ctx.task.output_buffer.read("stderr"),
-            proc.returncode,
-            duration,
-        )
+        result = CommandResult(self.command, returncode=proc.returncode, duration=duration,
+                               source=ctx.task.output_buffer)
         if ctx.cancelled:
             raise TaskCancelled("cancelled")
         if proc.returncode != 0:

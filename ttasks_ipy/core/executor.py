@@ -216,6 +216,9 @@ class Executor:
         """Put a finished task back to PENDING for a rerun; ``release`` it to run again."""
         if not task.state.terminal:
             raise SpecError(f"task {task.label} is {task.status}: only a finished task can be reset")
+        materialize = getattr(task.value, "_read", None)
+        if materialize is not None:
+            materialize()  # a result handed out earlier keeps its own output
         task.output_buffer.clear()
         self._publish(task._reset())
 
