@@ -1,6 +1,7 @@
 """%bg from the user's side: cells in a real kernel (jupyter_client)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -219,3 +220,20 @@ def test_interrupt_does_not_reach_tasks(fresh_kernel):
     assert k.value("h.status") == "'running'"
     assert session_members(pid)
     k.run("h.cancel()")
+
+
+def test_with_widgets_the_card_shows_and_the_result_arrives_while_idle():
+    k = start_kernel(widgets=True)
+    try:
+        r = k.run("%bg -n carded -o rw !sleep 0.3; echo w")
+        shown = [m for m in r.messages if m["msg_type"] == "display_data"]
+        assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
+        assert shown[0]["content"]["data"]["text/plain"] == "[bg] carded → rw started (bash): !sleep 0.3; echo w"
+        # no cell runs: the card's own update says what was delivered, and by then rw is in the namespace
+        k.wait_for_idle_message(
+            lambda m: m["msg_type"] == "comm_msg" and "delivered" in json.dumps(m["content"]) and "rw" in
+            json.dumps(m["content"]), 10)
+        r = k.run("print('rw' in globals(), rw.output)")
+        assert r.stdout.startswith("True w")
+    finally:
+        stop_kernel(k)
