@@ -145,3 +145,19 @@ def test_interrupt_leaves_process_task_running(fresh_kernel):
     k.interrupt_busy_cell()
     assert k.value("hs.status") == "'running'"
     k.run("hs.cancel()")
+
+
+def test_a_name_reassigned_after_dispatch_is_not_overwritten(kernel):
+    kernel.run("import threading\ngate = threading.Event()")
+    kernel.run("%%bg -n late --quiet\ngate.wait(10)\nresult_x = 'from the task'")
+    kernel.run("result_x = 'mine'")  # the user reassigns the target while the task runs
+    r = kernel.run("gate.set()\n%bg --wait late")
+    assert "not delivered: result_x (reassigned since dispatch" in r.stdout
+    assert kernel.value("result_x, late.result['result_x']") == "('mine', 'from the task')"
+    kernel.run("%config TTasks.overwrite = True")
+    kernel.run("gate.clear()")
+    kernel.run("%%bg -n late2 --quiet\ngate.wait(10)\nresult_x = 'second'")
+    kernel.run("result_x = 'mine again'")
+    kernel.run("gate.set()\n%bg --wait late2")
+    assert kernel.value("result_x") == "'second'"
+    kernel.run("%config TTasks.overwrite = False")
