@@ -97,6 +97,35 @@ def _ours(nbytes: int) -> tuple[float, float, float]:
         ex.shutdown()
 
 
+def _print_flood(lines: int) -> tuple[float, float]:
+    """(lines/s printed by a Python task, lines/s printed to an io.StringIO on a plain thread)."""
+    import io
+
+    from ttasks_ipy.core import CallRunner, Executor, TaskSpec
+
+    def body(file: object = None) -> None:
+        for i in range(lines):
+            print("line", i, file=file)
+
+    ex = Executor(max_workers=2)
+    try:
+        t0 = time.perf_counter()
+        t = ex.submit(TaskSpec(CallRunner(body)))
+        t.wait(300)
+        ours = time.perf_counter() - t0
+        if not t.ok:
+            raise RuntimeError(f"print task failed: {t.error}")
+    finally:
+        ex.shutdown()
+    sink = io.StringIO()
+    th = threading.Thread(target=body, args=(sink,))
+    t0 = time.perf_counter()
+    th.start()
+    th.join()
+    raw = time.perf_counter() - t0
+    return lines / ours, lines / raw
+
+
 def run(quick: bool) -> list[Result]:
     nbytes = 50_000_000 if quick else 200_000_000
     reps = 1 if quick else 3
@@ -121,6 +150,13 @@ def run(quick: bool) -> list[Result]:
                Stats.of(repr_rss), "", None,
                note="CommandResult.__repr__ reads the whole output file (up to file_cap, 100 MB) to show 60 chars"),
     ]
+    nl = 50_000 if quick else 200_000
+    log(f"  4: a Python task printing {nl} lines x {reps}")
+    pf = [_print_flood(nl) for _ in range(reps)]
+    out.append(Result("4g", f"Python task printing {nl:,} lines (`print('line', i)`)", "core", "lines/s",
+                      Stats.of(o for o, _ in pf), "the same prints to an io.StringIO on a plain thread",
+                      Stats.of(r for _, r in pf), higher_is_better=True,
+                      note="each print() is 4 writes: 4 OUTPUT events, 4 appends to the output file"))
     log(f"  4: {mb:.0f} MB through `%bg -o r !...` in a kernel")
     out.extend(_kernel(nbytes, reps, Stats.of(raw)))
     return out

@@ -185,6 +185,8 @@ def fmt_ratio(r: Result) -> str:
     x = r.ratio
     if x is None:
         return "-"
+    if x < 0.01:
+        return f"{x:.2g}x"
     return f"{x:.2f}x" if x < 10 else f"{x:.0f}x"
 
 

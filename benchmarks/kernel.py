@@ -83,7 +83,7 @@ class Kernel:
 
     def value(self, expr: str, timeout: float = 60) -> Any:
         """``expr`` evaluated in the kernel, brought back through ``repr`` and ``eval`` (plain data only)."""
-        r = self.run(f"print(repr({expr}))", timeout)
+        r = self.run(f"print(repr(({expr})))", timeout)
         return eval(r.stdout.strip())  # noqa: S307 - our own repr of plain data
 
     def collect_idle(self, timeout: float) -> list[tuple[float, dict[str, Any]]]:
