@@ -30,43 +30,26 @@ ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
 RESERVED = ("all", "any")
 
 
-def _seconds(label: str):
-    def parse(s: str) -> float:
+def _number(label: str, kind: type = float, *, positive: bool = False):
+    """An argparse type: a number of ``kind`` that is > 0 (``positive``) or >= 0, with a message naming ``label``."""
+    what = "seconds (a number)" if kind is float else "a whole number"
+
+    def parse(s: str) -> Any:
         try:
-            v = float(s)
+            v = kind(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{label} takes seconds (a number), not {s!r}") from None
-        if not v > 0:
+            raise argparse.ArgumentTypeError(f"{label} takes {what}, not {s!r}") from None
+        if positive and not v > 0:
             raise argparse.ArgumentTypeError(f"{label} must be a positive number of seconds, not {s}")
+        if not positive and v < 0:
+            raise argparse.ArgumentTypeError(f"{label} must be >= 0, not {s}")
         return v
 
     return parse
 
 
-def _count(label: str):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{label} takes a whole number, not {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{label} must be >= 0, not {v}")
-        return v
-
-    return parse
-
-
-def _nonneg(label: str):
-    def parse(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{label} takes seconds (a number), not {s!r}") from None
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"{label} must be >= 0 seconds, not {s}")
-        return v
-
-    return parse
+def _seconds(label: str):
+    return _number(label, float, positive=True)
 
 
 def dispatch_options(fn: Any) -> Any:
@@ -76,8 +59,8 @@ def dispatch_options(fn: Any) -> Any:
         argument("-n", "--name", help="name the task (an identifier); unique among active tasks"),
         argument("-o", "--out", help="deliver the expression's value (or a command's result) into VAR"),
         argument("--timeout", type=_seconds("--timeout"), help="fail the task after S seconds"),
-        argument("--retries", type=_count("--retries"), default=0, help="run again up to N times after a failure"),
-        argument("--backoff", type=_nonneg("--backoff"), default=1.0, help="seconds before the first retry (doubles)"),
+        argument("--retries", type=_number("--retries", int), default=0, help="run again up to N times after failing"),
+        argument("--backoff", type=_number("--backoff"), default=1.0, help="seconds before the first retry (doubles)"),
         argument("--stall", type=_seconds("--stall"), help="mark the task stalled after S seconds without output"),
         argument("--service", action="store_true", help="a long-running command: own limit, no stall detection"),
         argument("--ready", metavar="PATTERN", help="with --service: regex of the output line that means ready"),
@@ -109,7 +92,7 @@ def _action_parser() -> argparse.ArgumentParser:
     g.add_argument("--log", nargs=1)
     g.add_argument("--dashboard", action="store_true")
     p.add_argument("--timeout", type=_seconds("--timeout"))
-    p.add_argument("--tail", type=_count("--tail"))
+    p.add_argument("--tail", type=_number("--tail", int))
     return p
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..core import Task, TaskState
+from .style import duration
 
 MARK = {
     TaskState.SUCCEEDED: "✓",
@@ -33,17 +34,6 @@ def start_line(task: Task) -> str:
     """What ``%bg`` shows when it dispatches (stable text for saved notebooks)."""
     verb = "queued" if task.state is TaskState.QUEUED and task.spec.meta.get("queued_at_start") else "started"
     return f"[bg] {title(task)} {verb} ({task.kind}): {_short(task.spec.runner.describe())}"
-
-
-def duration(seconds: float) -> str:
-    """``0.25s``, ``12.3s``, ``4m05s``, ``1h02m``."""
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) -> str:
