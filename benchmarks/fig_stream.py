@@ -50,10 +50,10 @@ class RssSampler:
         return (self.peak - self.start_rss) / 1e6
 
 
-def _raw(nbytes: int) -> tuple[float, float]:
+def _raw(nbytes: int, sample: bool) -> tuple[float, float]:
     """(seconds, peak RSS growth MB) reading the pipe with os.read and dropping the data."""
     gc.collect()
-    s = RssSampler(os.getpid())
+    s = RssSampler(os.getpid()) if sample else None
     t0 = time.perf_counter()
     p = subprocess.Popen(["bash", "-c", command(nbytes)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     fd = p.stdout.fileno()
@@ -65,33 +65,35 @@ def _raw(nbytes: int) -> tuple[float, float]:
         got += len(b)
     p.wait()
     el = time.perf_counter() - t0
-    grow = s.stop()
+    grow = s.stop() if s else 0.0
     if got != nbytes:
         raise RuntimeError(f"raw read got {got} bytes, not {nbytes}")
     return el, grow
 
 
-def _ours(nbytes: int) -> tuple[float, float, float]:
-    """(seconds, peak RSS growth MB during the run, RSS growth MB after reading the result's output)."""
+def _ours(nbytes: int, sample: bool) -> tuple[float, float, float]:
+    """(seconds, peak RSS growth MB during the run, RSS growth MB from reading the result's repr)."""
     from ttasks_ipy.core import BashRunner, Executor, TaskSpec
 
     gc.collect()
     ex = Executor(max_workers=2)
     try:
-        s = RssSampler(os.getpid())
+        s = RssSampler(os.getpid()) if sample else None
         t0 = time.perf_counter()
         t = ex.submit(TaskSpec(BashRunner(command(nbytes))))
         t.wait(300)
         el = time.perf_counter() - t0
-        grow = s.stop()
+        grow = s.stop() if s else 0.0
         if not t.ok:
             raise RuntimeError(f"the task failed: {t.error}")
         total = t.output_buffer.total_chars("stdout")
         if total != nbytes:
             raise RuntimeError(f"the task saw {total} characters, not {nbytes}")
-        s2 = RssSampler(os.getpid())
-        _ = repr(t.result)  # what a notebook shows for `r`
-        after = s2.stop()
+        after = 0.0
+        if sample:
+            s2 = RssSampler(os.getpid())
+            _ = repr(t.result)  # what a notebook shows for `r`
+            after = s2.stop()
         return el, grow, after
     finally:
         ex.shutdown()
@@ -131,13 +133,14 @@ def run(quick: bool) -> list[Result]:
     reps = 1 if quick else 3
     mb = nbytes / 1e6
     log(f"  4: {mb:.0f} MB through a bash task x {reps}, core")
-    ours, ours_rss, repr_rss, raw, raw_rss = [], [], [], [], []
-    for _ in range(reps):
-        r = _raw(nbytes)
-        raw.append(mb / r[0])
-        raw_rss.append(r[1])
-        o = _ours(nbytes)
-        ours.append(mb / o[0])
+    ours, raw = [], []
+    for _ in range(reps):  # speed, without a sampler thread competing for the GIL
+        raw.append(mb / _raw(nbytes, sample=False)[0])
+        ours.append(mb / _ours(nbytes, sample=False)[0])
+    ours_rss, repr_rss, raw_rss = [], [], []
+    for _ in range(reps):  # memory, sampled every 5 ms
+        raw_rss.append(_raw(nbytes, sample=True)[1])
+        o = _ours(nbytes, sample=True)
         ours_rss.append(o[1])
         repr_rss.append(o[2])
     out = [

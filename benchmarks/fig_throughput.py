@@ -51,6 +51,36 @@ def _ours_python(n: int) -> float:
         ex.shutdown()
 
 
+def _ours_sync(n: int) -> float:
+    from ttasks_ipy.core import CallRunner, Executor, SyncBackend, TaskSpec
+
+    ex = Executor(max_workers=WORKERS, backend=SyncBackend())
+    try:
+        t0 = time.perf_counter()
+        tasks = [ex.submit(TaskSpec(CallRunner(noop))) for _ in range(n)]
+        ex.wait(tasks, timeout=600)
+        return time.perf_counter() - t0
+    finally:
+        ex.shutdown()
+
+
+def _thread_each(n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = threading.Thread(target=noop)
+        t.start()
+        t.join()
+    return time.perf_counter() - t0
+
+
+def _tpe_each(n: int) -> float:
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            pool.submit(noop).result()
+        return time.perf_counter() - t0
+
+
 def _tpe(n: int, fn=noop) -> float:
     with ThreadPoolExecutor(WORKERS) as pool:
         t0 = time.perf_counter()
@@ -189,6 +219,19 @@ def run(quick: bool) -> list[Result]:
     out.append(Result("2e", f"waiting: {nw:,} tasks of 1 ms waited with Executor.wait(all)", "core", "s",
                       Stats.of(w), "the same tasks counted down by done-callbacks", Stats.of(cb),
                       note="Executor.wait rescans every waited task after each task ends: O(n) per end"))
+
+    log("  2: where a task's time goes: the engine inline (SyncBackend), a new thread per attempt")
+    sync, thr, reuse = [], [], []
+    for _ in range(reps):
+        sync.append(_ours_sync(n))
+        thr.append(_thread_each(n // 2))
+        reuse.append(_tpe_each(n // 2))
+    out.append(Result("2h", f"the same {n:,} tasks run inline (SyncBackend): engine bookkeeping only", "core",
+                      "µs/task", Stats.of(sync).scaled(per), "", None,
+                      note="2a minus this is what running each attempt on a thread of its own costs"))
+    out.append(Result("2i", "a new thread per call: Thread(target=f).start(); join()", "core", "µs/call",
+                      Stats.of(thr).scaled(2e6 / n), "ThreadPoolExecutor(1).submit(f).result() (thread reused)",
+                      Stats.of(reuse).scaled(2e6 / n), note="ThreadBackend starts a new thread for every attempt"))
 
     nb = 100 if quick else 500
     log(f"  2: {nb} `true` bash tasks x {reps}")

@@ -70,7 +70,7 @@ def _flood(k: Kernel, body: str, tasks: int, seconds: float, quiet: bool = False
 
 
 def run(quick: bool) -> list[Result]:
-    seconds = 1.5 if quick else 3.0
+    seconds = 1.0 if quick else 3.0
     reps = 1 if quick else 2
     with Kernel() as k:
         k.run("%config TTasks.notices = False")

@@ -64,7 +64,7 @@ def run_figure(key: str, quick: bool) -> tuple[list[Result], float]:
             os.unlink(out)
         except OSError:
             pass
-    return [from_dict(r) for r in rows], time.monotonic() - started
+    return sorted((from_dict(r) for r in rows), key=lambda r: r.id), time.monotonic() - started
 
 
 def from_dict(d: dict) -> Result:
