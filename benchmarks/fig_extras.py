@@ -97,7 +97,8 @@ def _processes(quick: bool) -> list[Result]:
                Stats.of(cold).scaled(1e3), "ProcessPoolExecutor(1, spawn): first task", Stats.of(spawn).scaled(1e3),
                note="a worker is a fresh interpreter (Popen of worker_main), like the spawn start method"),
         Result("8b", f"per-task: {n} no-op `--process` tasks, warm pool of {WORKERS}", "core", "ms/task",
-               Stats.of(ours).scaled(per), f"ProcessPoolExecutor({WORKERS}, spawn), warm", Stats.of(spawn_w).scaled(per),
+               Stats.of(ours).scaled(per), f"ProcessPoolExecutor({WORKERS}, spawn), warm",
+               Stats.of(spawn_w).scaled(per),
                note="each job sends the kernel's environment and sys.path, and two fresh pipes for its output"),
     ]
 
@@ -152,7 +153,8 @@ def _prompt(quick: bool) -> list[Result]:
     ours, raw = ours[1:], raw[1:]  # the first of each warms up (connections, imports)
     per = 1e6 / (words + 1)
     return [Result("8c", f"prompt streaming: {words + 1} chunks from the local fake server, task end to end", "core",
-                   "µs/chunk", Stats.of(ours).scaled(per), "httpx.Client stream of the same request, each chunk json-decoded",
+                   "µs/chunk", Stats.of(ours).scaled(per),
+                   "httpx.Client stream of the same request, each chunk json-decoded",
                    Stats.of(raw).scaled(per),
                    note="both reuse one connection pool; the task streams on the shared asyncio loop")]
 

@@ -152,8 +152,8 @@ def _ours_bash(n: int) -> float:
 
 def _raw_bash(n: int) -> float:
     def one(_: int) -> None:
-        subprocess.run(["bash", "-c", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, start_new_session=True, check=True)
+        subprocess.run(["bash", "-c", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                       start_new_session=True, check=True)
 
     with ThreadPoolExecutor(WORKERS) as pool:
         t0 = time.perf_counter()
