@@ -58,7 +58,10 @@ class Kernel:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"cell did not finish in {timeout}s: {code[:80]!r}")
-            msg = self.kc.get_iopub_msg(timeout=left)
+            try:
+                msg = self.kc.get_iopub_msg(timeout=left)
+            except queue.Empty:
+                raise TimeoutError(f"cell did not finish in {timeout}s: {code[:80]!r}") from None
             msg["_arrived"] = time.time()
             if msg["parent_header"].get("msg_id") != msg_id:
                 self.idle.append((msg["_arrived"], msg))
