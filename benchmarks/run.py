@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py --quick    # smaller sizes, fewer repeats (under a minute)
     .venv/bin/python -m benchmarks --only 2,3     # some figures
     .venv/bin/python benchmarks/run.py --readme   # also put the table in benchmarks/README.md
+    .venv/bin/python benchmarks/run.py --from-json benchmarks/results.json --readme   # re-render only
 
 Each figure module runs in a subprocess of its own, so one figure's threads,
 memory or a hang cannot change the next figure (a figure that outlives its
@@ -76,7 +77,7 @@ def from_dict(d: dict) -> Result:
     return Result(**d)
 
 
-def update_readme(text_table: str, md_table: str, info: dict, quick: bool, seconds: float) -> None:
+def update_readme(md_table: str, notes: list[str], info: dict, quick: bool, seconds: float) -> None:
     path = HERE / "README.md"
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     doc = path.read_text() if path.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
@@ -91,7 +92,7 @@ def update_readme(text_table: str, md_table: str, info: dict, quick: bool, secon
         f"{start}\n"
         f"Measured {info['date']} ({mode}, {seconds:.0f} s, commit {info['commit'] or '?'}) on "
         f"{info['nproc']} CPUs ({info['cpu']}), {info['memory_gb']} GB memory, Python {info['python']}, "
-        f"{info['platform']}; {vers}.\n\n{md_table}\n{end}"
+        f"{info['platform']}; {vers}.\n\n{md_table}\n\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes) + f"\n{end}"
     )
     path.write_text(head + block + tail)
 
@@ -102,42 +103,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated figure numbers (1-8)")
     p.add_argument("--out", default=str(HERE / "results.json"), help="where to write the JSON results")
     p.add_argument("--readme", action="store_true", help="put the table into benchmarks/README.md")
+    p.add_argument("--from-json", metavar="PATH", help="measure nothing: show (and --readme) the results in PATH")
     args = p.parse_args(argv)
     keys = list(FIGURES) if not args.only else [k.strip() for k in args.only.split(",") if k.strip()]
     for k in keys:
         if k not in FIGURES:
             p.error(f"--only {k}: no such figure (1-{len(FIGURES)})")
-    info = machine()
-    log(f"benchmarks: {'quick' if args.quick else 'full'} run of figures {', '.join(keys)} "
-        f"on {info['nproc']} CPUs, Python {info['python']}")
-    started = time.monotonic()
-    results: list[Result] = []
-    timings = {}
-    for k in keys:
-        log(f"figure {k}: {FIGURES[k][0]} ...")
-        rows, secs = run_figure(k, args.quick)
-        timings[k] = round(secs, 1)
-        log(f"figure {k}: {secs:.1f}s")
-        results.extend(rows)
-    total = time.monotonic() - started
-    text_table = table(results)
-    print(text_table)
-    notes = [f"  {r.id}: {r.note}" for r in results if r.note]
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        info, quick, total = doc["machine"], doc["quick"], doc["seconds"]
+        results = [from_dict(r) for r in doc["results"]]
+    else:
+        info = machine()
+        quick = args.quick
+        log(f"benchmarks: {'quick' if quick else 'full'} run of figures {', '.join(keys)} "
+            f"on {info['nproc']} CPUs, Python {info['python']}")
+        started = time.monotonic()
+        results = []
+        timings = {}
+        for k in keys:
+            log(f"figure {k}: {FIGURES[k][0]} ...")
+            rows, secs = run_figure(k, quick)
+            timings[k] = round(secs, 1)
+            log(f"figure {k}: {secs:.1f}s")
+            results.extend(rows)
+        total = time.monotonic() - started
+        doc = {
+            "machine": info,
+            "quick": quick,
+            "seconds": round(total, 1),
+            "figure_seconds": timings,
+            "results": [r.as_dict() for r in results],
+        }
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+        log(f"wrote {args.out}")
+    print(table(results))
+    notes = [f"{r.id}: {r.note}" for r in results if r.note]
     if notes:
-        print("\nnotes:\n" + "\n".join(notes))
+        print("\nnotes:\n" + "\n".join("  " + n for n in notes))
     print(f"\nratio = ttasks_ipy cost / baseline cost (medians; >1: ttasks_ipy slower or heavier). "
           f"{total:.0f}s in all.")
-    doc = {
-        "machine": info,
-        "quick": args.quick,
-        "seconds": round(total, 1),
-        "figure_seconds": timings,
-        "results": [r.as_dict() for r in results],
-    }
-    Path(args.out).write_text(json.dumps(doc, indent=1))
-    log(f"wrote {args.out}")
     if args.readme:
-        update_readme(text_table, table(results, markdown=True), info, args.quick, total)
+        update_readme(table(results, markdown=True), notes, info, quick, total)
         log(f"updated {HERE / 'README.md'}")
     return 0
 
