@@ -380,3 +380,34 @@ def test_shutdown_ends_everything():
     ex.shutdown()
     assert t.status == "cancelled"
     no_process_left(t.pid, 3)
+
+
+def test_profilers_and_tracers_still_work_after_python_tasks():
+    """Interrupting a thread task must leave no pending async-exception flag behind (it hangs tracers)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import cProfile, sys, time\n"
+        "from ttasks_ipy.core import Executor, TaskSpec, PythonRunner, compile_body\n"
+        "ex = Executor(max_workers=2)\n"
+        "ex.submit(TaskSpec(PythonRunner(compile_body('x = 1', '<a>'), {}, {}))).wait(10)\n"
+        "cProfile.run('sum(range(10))', '/dev/null')\n"
+        "t = ex.submit(TaskSpec(PythonRunner(compile_body('while True:\\n    pass', '<b>'), {}, {})))\n"
+        "while t.status != 'running': time.sleep(0.01)\n"
+        "t.cancel()\n"
+        "while ex.statistics().lingering: time.sleep(0.01)\n"
+        "sys.settrace(lambda *a: None); sum(range(10)); sys.settrace(None)\n"
+        "cProfile.run('sum(range(10))', '/dev/null')\n"
+        "ex.shutdown(); print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_cancel_is_not_swallowed_by_except_exception(ex):
+    rec = Recorder(ex)
+    t = ex.submit(py("while True:\n    try:\n        sum(range(100))\n    except Exception:\n        pass"))
+    rec.wait_for(EventKind.STARTED, t)
+    t.cancel()
+    wait_until(lambda: ex.statistics().lingering == 0, 5, "the loop was stopped")

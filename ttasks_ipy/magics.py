@@ -17,7 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
-from .core import BashRunner, PythonRunner, SpecError, TaskSpec, WaitTimeout, bind, compile_body
+from .core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTimeout, bind, compile_body
 from .core.errors import QueueFull, TaskError
 from .core.graph import GraphRun
 from .delivery import targets_at_dispatch
@@ -351,6 +351,9 @@ class BgMagics(Magics):
         found = find_in_graphs(self.shell.user_ns, key)
         if found is not None:
             return found
+        held = self.shell.user_ns.get(key)
+        if isinstance(held, Task) and self.session.find(str(held.id)) is held:
+            return held  # a variable holding a handle: %bg --wait h
         if "." in key and isinstance(self.shell.user_ns.get(key.split(".")[0]), GraphRun):
             graph = self.shell.user_ns[key.split(".")[0]]
             raise UsageError(f"%bg: graph {graph.name} has no task {key.split('.', 1)[1]!r} "

@@ -65,7 +65,9 @@ class Session:
         """Submit ``spec`` for this session and show its start line (unless ``quiet``)."""
         spec.meta["session"] = id(self)
         task = self.executor.submit(spec, replace=replace, after=after or ())
-        if not quiet:
+        if quiet:
+            self._shown_in_cell[task.id] = self.cell_seq  # a bare `%bg --quiet …` line shows no handle either
+        else:
             self.display_task(task)
         return task
 

@@ -91,7 +91,11 @@ class CommandResult:
         return (CommandResult, (self.command, self.output, self.stderr, self.returncode, self.duration))
 
     def __repr__(self) -> str:
-        out = self.output
+        if self._texts is None and self._source is not None:  # never load a whole output to show 60 characters
+            tail = self._source.tail("stdout")
+            out = tail[:61] if self._source.total_chars("stdout") <= len(tail) else "..." + tail[-57:]
+        else:
+            out = self.output[:61]
         out = out if len(out) <= 60 else out[:57] + "..."
         return f"CommandResult(returncode={self.returncode}, duration={self.duration:.2f}, output={out!r})"
 

@@ -100,7 +100,6 @@ class Executor:
         self._slot_of: dict[int, int] = {}  # task id -> attempt holding a worker slot
         self._contexts: dict[int, RunContext] = {}
         self._lingering: set[int] = set()
-        self._wait_cond = threading.Condition()
         self._after_wait: list[Callable[[list[Task]], None]] = []
         self._closed = False
 
@@ -209,7 +208,6 @@ class Executor:
             return False
         self._publish(ev)
         task._finish_callbacks()
-        self._notify_waiters()
         return True
 
     def reset(self, task: Task) -> None:
@@ -346,7 +344,6 @@ class Executor:
         self._free(task, ctx)
         if ev is not None:
             task._finish_callbacks()
-            self._notify_waiters()
 
     def _retry(self, ctx: RunContext, reason: str) -> bool:
         task = ctx.task
@@ -454,7 +451,6 @@ class Executor:
         if ctx is not None:
             self._free(task, ctx)
         task._finish_callbacks()
-        self._notify_waiters()
         return True
 
     def _stop_attempt(self, ctx: RunContext) -> None:
@@ -490,7 +486,6 @@ class Executor:
         self._stop_attempt(ctx)
         self._free(task, ctx)
         task._finish_callbacks()
-        self._notify_waiters()
 
     # ---- waiting -------------------------------------------------------
     def wait(self, tasks: Iterable[Task], timeout: float | None = None, return_when: str = ALL_COMPLETED) -> list[Task]:
@@ -501,22 +496,30 @@ class Executor:
         """
         check_not_inside_task()
         tasks = list(tasks)
+        need = 1 if return_when == FIRST_COMPLETED else len(tasks)
+        ready = threading.Event()
+        count = [0]
+        lock = threading.Lock()
+
+        def one_done(_: Task) -> None:  # a countdown: no rescan of the waited tasks per finished task
+            with lock:
+                count[0] += 1
+                if count[0] >= need:
+                    ready.set()
+
+        if need == 0:
+            ready.set()
+        for t in tasks:
+            t.add_done_callback(one_done)
         end = None if timeout is None else time.monotonic() + timeout
-
-        def finished() -> list[Task]:
-            return [t for t in tasks if t.state.terminal]
-
-        with self._wait_cond:
-            while True:
-                done = finished()
-                if (return_when == FIRST_COMPLETED and done) or len(done) == len(tasks):
-                    break
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    names = ", ".join(t.label for t in tasks if not t.state.terminal)
-                    raise WaitTimeout(f"waited {timeout:g}s; still running: {names}")
-                # bounded slices so a signal handler (Interrupt) runs promptly
-                self._wait_cond.wait(0.25 if left is None else min(left, 0.25))
+        # bounded slices so a signal handler (Interrupt) runs promptly
+        while not ready.is_set():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                names = ", ".join(t.label for t in tasks if not t.state.terminal)
+                raise WaitTimeout(f"waited {timeout:g}s; still running: {names}")
+            ready.wait(0.25 if left is None else min(left, 0.25))
+        done = [t for t in tasks if t.state.terminal]
         for hook in list(self._after_wait):
             hook(done)
         return done
@@ -529,10 +532,6 @@ class Executor:
         """Undo ``add_wait_hook``."""
         if fn in self._after_wait:
             self._after_wait.remove(fn)
-
-    def _notify_waiters(self) -> None:
-        with self._wait_cond:
-            self._wait_cond.notify_all()
 
     # ---- looking up ----------------------------------------------------
     def tasks(self) -> list[Task]:

@@ -69,7 +69,7 @@ class TaskOutput:
                 if len(piece) < len(text):
                     st.truncated = True
                     f.write("\n[output truncated at the file cap]\n")
-                f.flush()
+                # no flush per write: read() and close() flush (a print loop stays cheap)
 
     def tail(self, stream: str = "stdout") -> str:
         """The last ``tail_chars`` characters of ``stream``."""

@@ -196,6 +196,11 @@ def _run_coroutine(coro: Any, ctx: RunContext) -> Any:
         loop.close()
 
 
+class _AsyncCancel(BaseException):
+    """Raised inside a cancelled thread task; a BaseException so that ``except Exception`` in user code
+    does not swallow it (like KeyboardInterrupt). Turned into ``TaskCancelled`` at the body's edge."""
+
+
 class _Interruptible:
     """While the body runs, a cancel may raise ``TaskCancelled`` in this thread (async exception)."""
 
@@ -203,6 +208,7 @@ class _Interruptible:
         self.ctx = ctx
         self.tid = threading.get_ident()
         self.inside = False
+        self.sent = False
 
     def __enter__(self) -> _Interruptible:
         with self.ctx.lock:
@@ -210,12 +216,23 @@ class _Interruptible:
             self.ctx.handle = self
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         with self.ctx.lock:
             self.inside = False
             self.ctx.handle = None
-            # clear an async exception that was set but not yet raised
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), None)
+            sent = self.sent
+        if sent:
+            # an async exception that was set but has not fired yet fires here, at the first
+            # backward jump, and is caught. (Clearing it with SetAsyncExc(tid, NULL) instead
+            # leaves the interpreter's "pending" flag set, which hangs tracers and profilers.)
+            try:
+                for _ in range(3):
+                    pass
+            except _AsyncCancel:
+                pass
+        if exc_type is _AsyncCancel:
+            raise TaskCancelled(f"task {self.ctx.task.label} was cancelled") from None
+        return False
 
     def interrupt(self) -> None:
         """Called with ``ctx.lock`` not held, from the cancelling thread."""
@@ -230,9 +247,10 @@ class _Interruptible:
                 except RuntimeError:  # the loop already closed
                     pass
                 return
-            if self.inside:
+            if self.inside and not self.sent:
+                self.sent = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.tid), ctypes.py_object(TaskCancelled)
+                    ctypes.c_ulong(self.tid), ctypes.py_object(_AsyncCancel)
                 )
 
 

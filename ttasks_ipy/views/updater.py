@@ -177,7 +177,8 @@ class Updater:
                 self._dirty.update(views)
             if self._everything:
                 self._dirty.update(self._everything)
-        if not self._wake.is_set():
+            affected = bool(views) or bool(self._everything)
+        if affected and not self._wake.is_set():
             self._wake.set()
 
     # ---- the timer thread ----------------------------------------------
