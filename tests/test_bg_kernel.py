@@ -237,3 +237,15 @@ def test_with_widgets_the_card_shows_and_the_result_arrives_while_idle():
         assert r.stdout.startswith("True w")
     finally:
         stop_kernel(k)
+
+
+def test_list_counts_queued_and_lingering_thread_tasks(fresh_kernel):
+    k = fresh_kernel
+    k.run("%config TTasks.max_workers = 1")
+    k.run("a = %bg --quiet import time; time.sleep(3)\nb = %bg --quiet !true")
+    k.run("import time\nwhile a.status != 'running': time.sleep(0.01)")
+    out = k.run("%bg --list").stdout
+    assert "[bg] 1 of 1 workers busy; 1 queued" in out
+    out = k.run("a.cancel()\n%bg --list").stdout  # time.sleep cannot be interrupted in a thread
+    assert "1 cancelled thread task still finishing a blocking call" in out
+    assert k.value("b.wait(10).status") == "'succeeded'"  # the slot went to b at once

@@ -331,6 +331,9 @@ class BgMagics(Magics):
             raise
         if a.list:
             print(text.task_table(self.session.tasks()))
+            st = self.session.executor.statistics()
+            if st.queued or st.lingering:
+                print(text.load_line(st))
             return None
         if a.dashboard:
             return self._dashboard()

@@ -123,6 +123,19 @@ def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
+def load_line(stats: Any) -> str:
+    """What waits for a worker, and cancelled thread tasks whose code has not returned yet."""
+    parts = [f"{stats.running} of {stats.max_workers} workers busy"]
+    if stats.queued:
+        parts.append(f"{stats.queued} queued")
+    if stats.lingering:
+        parts.append(
+            f"{stats.lingering} cancelled thread task{'s' if stats.lingering != 1 else ''} still finishing "
+            "a blocking call (their results are discarded)"
+        )
+    return "[bg] " + "; ".join(parts)
+
+
 def log_text(task: Task, tail: int | None = None) -> str:
     """Output (stdout, then stderr marked) and the traceback of a task."""
     parts: list[str] = [f"[bg] {task.label}: {task.status}" + (f" ({task.reason})" if task.reason else "")]
