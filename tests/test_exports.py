@@ -1,0 +1,40 @@
+"""The public surface of the engine, pinned; and the engine imports nothing from IPython."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import ttasks_ipy
+import ttasks_ipy.core as core
+
+CORE = {
+    "ALL_COMPLETED", "Backend", "BashRunner", "CallRunner", "CommandFailed", "CommandResult", "EventBus",
+    "EventKind", "Executor", "ExecutorStats", "FIRST_COMPLETED", "InvalidTransition", "ProcessRunner",
+    "PromptFailed", "PromptRunner", "PromptSettings", "PyBody", "PythonRunner", "QueueFull", "RunContext",
+    "Runner", "SpecError", "SyncBackend", "TRANSITIONS", "Task", "TaskCancelled", "TaskError", "TaskEvent",
+    "TaskFailed", "TaskNotDone", "TaskOutput", "TaskSpec", "TaskState", "ThreadBackend", "WaitInsideTask",
+    "WaitTimeout", "WorkerPool", "bind", "check_picklable", "compile_body", "current_task", "describe_exit",
+    "expand_prompt", "progress",
+}
+
+
+def test_core_exports_are_pinned():
+    assert set(core.__all__) == CORE
+    for name in CORE:
+        assert getattr(core, name) is not None, name
+
+
+def test_top_level_exports():
+    assert set(ttasks_ipy.__all__) == {
+        "bg", "current_task", "load_ipython_extension", "progress", "unload_ipython_extension", "wait_any",
+    }
+
+
+def test_core_imports_no_ipython_and_no_widgets():
+    code = (
+        "import sys, ttasks_ipy.core, ttasks_ipy.core.graph, ttasks_ipy.core.workers, ttasks_ipy.core.prompt\n"
+        "bad = [m for m in ('IPython', 'ipykernel', 'ipywidgets') if m in sys.modules]\n"
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
