@@ -131,4 +131,6 @@ def test_rerun_and_cancel_from_cells(kernel, tmp_path: Path):
     )
     assert kernel.value("rr.wait(30).ok, rr.after_check.status") == "(False, 'blocked')"
     flag.touch()
-    assert kernel.value("rr.rerun().wait(30).ok, v") == "(True, 1)"
+    r = kernel.run("rr.rerun().wait(30).ok, v")
+    assert r.texts[-1] == "(True, 1)"
+    assert "[bg] ✓ graph rr finished in" in r.stdout  # a rerun gets its own notice

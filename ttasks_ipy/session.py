@@ -159,13 +159,13 @@ class Session:
         return self.delivery.cell_running and tid is not None and self._shown_in_cell.get(tid) == self.cell_seq
 
     def track_graph(self, graph: Any) -> None:
-        """Give a started graph run one notice when it is done."""
+        """Give a graph one notice each time a run of it (the first, every rerun) is done."""
 
         def done(g: Any) -> None:
             self.inbox.put(Item("graph", g))
             self._schedule_idle_drain()
 
-        graph.add_done_callback(done)
+        graph.add_run_listener(done)
 
     def prompt_runner(self, text: str, model: str | None, namespace: Any) -> Any:
         """A prompt runner with the session's settings (graph tasks expand ``text`` at run time)."""

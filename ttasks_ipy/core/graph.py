@@ -394,6 +394,7 @@ class GraphRun:
     __slots__ = (
         "executor", "name", "nodes", "timeout", "max_parallel", "_index", "_succ", "_order", "_specs",
         "_runners", "_tasks", "_lock", "_status", "_ok", "_reason", "_gen", "_run", "_done", "_callbacks",
+        "_listeners",
         "_started", "_finished", "_thread",
     )
 
@@ -447,6 +448,7 @@ class GraphRun:
         self._run: _Run | None = None
         self._done = threading.Event()
         self._callbacks: list[Callable[[GraphRun], None]] = []
+        self._listeners: list[Callable[[GraphRun], None]] = []
         self._started: float | None = None
         self._finished: float | None = None
         self._thread: threading.Thread | None = None
@@ -610,6 +612,7 @@ class GraphRun:
             self._status = "done"
             self._finished = time.time()
             callbacks, self._callbacks = self._callbacks, []
+            callbacks += self._listeners
             self._done.set()
         for fn in callbacks:
             try:
@@ -816,6 +819,11 @@ class GraphRun:
                 self._callbacks.append(fn)
                 return
         fn(self)
+
+    def add_run_listener(self, fn: Callable[[GraphRun], None]) -> None:
+        """Call ``fn(graph)`` each time a run (the first, and every ``rerun``) is done."""
+        with self._lock:
+            self._listeners.append(fn)
 
     def __repr__(self) -> str:
         s = self.statistics()
