@@ -103,23 +103,35 @@ class Kernel:
             if predicate(msg):
                 return msg
 
-    def interrupt_busy_cell(self, timeout: float = 20) -> None:
-        """Run a cell that blocks, Interrupt it once it is inside the blocking call, wait for its KeyboardInterrupt."""
-        msg_id = self.kc.execute("print('blocking', flush=True); import time; time.sleep(60)")
+    def interrupt_busy_cell(
+        self, code: str = "import time; time.sleep(60)", timeout: float = 20, expect_error: bool = True
+    ) -> str:
+        """Run ``code`` after printing a marker, Interrupt it once it runs, return its stdout.
+
+        With ``expect_error`` the cell must end in KeyboardInterrupt; else it must end cleanly.
+        """
+        msg_id = self.kc.execute("print('blocking', flush=True)\n" + code)
         deadline = time.monotonic() + timeout
         interrupted = False
+        errors = []
+        out = ""
         while True:
             msg = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
-            if msg["msg_type"] == "stream" and "blocking" in msg["content"]["text"] and not interrupted:
-                self.km.interrupt_kernel()
-                interrupted = True
+            if msg["msg_type"] == "stream":
+                out += msg["content"]["text"]
+                if "blocking" in msg["content"]["text"] and not interrupted:
+                    time.sleep(0.2)  # the marker is printed just before the blocking call: let it begin
+                    self.km.interrupt_kernel()
+                    interrupted = True
             elif msg["msg_type"] == "error":
-                assert msg["content"]["ename"] == "KeyboardInterrupt"
+                errors.append(msg["content"]["ename"])
             elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                 break
         self.kc.get_shell_msg(timeout=10)
+        assert errors == (["KeyboardInterrupt"] if expect_error else []), errors
+        return out
 
     @property
     def pid(self) -> int:

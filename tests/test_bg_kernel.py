@@ -249,3 +249,17 @@ def test_list_counts_queued_and_lingering_thread_tasks(fresh_kernel):
     out = k.run("a.cancel()\n%bg --list").stdout  # time.sleep cannot be interrupted in a thread
     assert "1 cancelled thread task still finishing a blocking call" in out
     assert k.value("b.wait(10).status") == "'succeeded'"  # the slot went to b at once
+
+
+def test_interrupt_stops_the_wait_not_the_task(fresh_kernel):
+    k = fresh_kernel
+    k.run("slow = %bg -n slowpoke --quiet !sleep 30")
+    out = k.interrupt_busy_cell("%bg --wait slowpoke --timeout 60", expect_error=False)
+    assert "[bg] wait interrupted after" in out and "still running: slowpoke" in out
+    assert k.value("slow.status") == "'running'"
+    k.run("slow.cancel()")
+
+
+def test_handle_wait_on_the_main_thread_delivers_now(kernel):
+    r = kernel.run("hw = %bg --quiet w1 = 5\nhw.wait(10)\nprint('w1' in globals(), w1)")
+    assert r.stdout.splitlines()[-1] == "True 5"
