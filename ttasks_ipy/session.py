@@ -60,13 +60,20 @@ class Session:
 
     # ---- dispatch ------------------------------------------------------
     def submit(
-        self, spec: TaskSpec, *, replace: bool = False, after: list[Task] | None = None, quiet: bool = False
+        self,
+        spec: TaskSpec,
+        *,
+        replace: bool = False,
+        after: list[Task] | None = None,
+        quiet: bool = False,
+        show_handle: bool = False,
     ) -> Task:
         """Submit ``spec`` for this session and show its start line (unless ``quiet``)."""
         spec.meta["session"] = id(self)
         task = self.executor.submit(spec, replace=replace, after=after or ())
         if quiet:
-            self._shown_in_cell[task.id] = self.cell_seq  # a bare `%bg --quiet …` line shows no handle either
+            if not show_handle:  # a bare `%bg --quiet …` line shows no handle either
+                self._shown_in_cell[task.id] = self.cell_seq
         else:
             self.display_task(task)
         return task
@@ -75,7 +82,7 @@ class Session:
         """The function form: ``bg(fn, *args, **kwargs)``."""
         spec = TaskSpec(CallRunner(fn, args, kwargs))
         spec.meta["expression"] = True
-        return self.submit(spec, quiet=True)
+        return self.submit(spec, quiet=True, show_handle=True)  # `bg(f)` as a cell's last line shows it
 
     def prompt_settings(self) -> Any:
         """LLM settings from the config, falling back to OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL."""
