@@ -36,6 +36,7 @@ from typing import Any
 
 from .core.bash import BashRunner
 from .core.errors import SpecError
+from .core.fields import closing_brace
 from .core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph, check_name
 from .core.pycode import PyBody, PythonRunner, bind, compile_body
 from .core.spec import Runner
@@ -293,7 +294,7 @@ def _fields(text: str, first_line: int) -> list[tuple[str, int]]:
         if c == "}":
             raise _fail(line, "a single '}': write }} for a literal brace")
         if c == "{":
-            end = _close(text, i)
+            end = closing_brace(text, i)
             if end < 0:
                 raise _fail(line, "unclosed '{': write {{ for a literal brace")
             out.append((text[i + 1:end], line))
@@ -301,28 +302,6 @@ def _fields(text: str, first_line: int) -> list[tuple[str, int]]:
             continue
         i += 1
     return out
-
-
-def _close(text: str, i: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``i`` (brackets and Python strings respected), or -1."""
-    depth, quote, j = 0, "", i
-    while j < len(text):
-        c = text[j]
-        if quote:
-            if c == "\\":
-                j += 1
-            elif c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c in "{[(":
-            depth += 1
-        elif c in "}])":
-            depth -= 1
-            if depth == 0:
-                return j if c == "}" else -1
-        j += 1
-    return -1
 
 
 def _parse_expr(expr: str, line: int, task: TaskLine) -> ast.AST:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .core.errors import SpecError
+from .core.fields import closing_brace
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -115,7 +116,7 @@ def _scan(
                 i += 2
                 start = i
                 continue
-            end = _match_brace(text, i)
+            end = closing_brace(text, i)
             if end < 0:
                 raise SpecError(f"unclosed '{{' at column {i + 1}: write {{{{ for a literal brace")
             literal(text[start:i])
@@ -152,31 +153,6 @@ def _scan(
                 continue
         i += 1
     literal(text[start:])
-
-
-def _match_brace(text: str, i: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``i`` (nested braces and Python strings respected), or -1."""
-    depth = 0
-    quote = None
-    j = i
-    while j < len(text):
-        c = text[j]
-        if quote:
-            if c == "\\":
-                j += 2
-                continue
-            if c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-        elif c in "{[(":
-            depth += 1
-        elif c in "}])":
-            depth -= 1
-            if depth == 0:
-                return j if c == "}" else -1
-        j += 1
-    return -1
 
 
 def expand_text(text: str, namespace: Mapping[str, Any], *, dollar: bool = True) -> str:

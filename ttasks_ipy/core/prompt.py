@@ -27,6 +27,7 @@ from typing import Any
 
 from .context import RunContext
 from .errors import SpecError, TaskCancelled
+from .fields import closing_brace
 from .llm import loop
 from .llm.chat import Emit, PromptRequest, stream_chat
 from .llm.errors import PromptFailed
@@ -245,27 +246,13 @@ def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
 
 
 def _field_end(template: str, start: int) -> int:
-    """The index of the '}' closing the field opened at ``start`` (brackets and quotes inside respected)."""
-    depth, quote, i = 0, "", start + 1
-    while i < len(template):
-        c = template[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            if c == "}" and depth == 0:
-                return i
-            depth -= 1
-        i += 1
-    raise SpecError(
-        f"the '{{' at character {start + 1} of the prompt is never closed: write '{{{{' for a literal brace"
-    )
+    """The index of the '}' closing the field opened at ``start``; ``SpecError`` if it never closes."""
+    end = closing_brace(template, start)
+    if end < 0:
+        raise SpecError(
+            f"the '{{' at character {start + 1} of the prompt is never closed: write '{{{{' for a literal brace"
+        )
+    return end
 
 
 def _eval_field(expr: str, namespace: Mapping[str, Any]) -> str:
