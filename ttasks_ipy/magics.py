@@ -408,9 +408,11 @@ class BgMagics(Magics):
                 self.session.delivery.drain(at_boundary=True)
             # a task delivered before the wait began still gets its line: the wait's answer
             for t in done:
+                self.session.drop_pending(t)
                 if t.id not in self.session.delivery.reported_now and not t.spec.meta.get("graph"):
                     print(text.notice(t, t.spec.meta.get("delivered", ()), t.spec.meta.get("not_delivered", ())))
             for g in graphs:
+                self.session.drop_pending(g)
                 if id(g) not in self.session.delivery.reported_now:
                     print(text.graph_notice(g))
         except WaitTimeout as e:

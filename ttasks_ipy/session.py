@@ -43,7 +43,8 @@ class Session:
         self._displays: dict[int, Any] = {}
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
-        self._pending_lines: list[str] = []
+        #: notices of things delivered while idle with no display of their own, by id(task or graph)
+        self._pending_lines: dict[int, str] = {}
         self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
@@ -211,8 +212,8 @@ class Session:
             print(line)
         elif handle is None:
             # idle, and no display of its own: printing now would land in whatever cell ran
-            # last; the line waits for the start of the next cell instead
-            self._pending_lines.append(line)
+            # last; the line waits for the end of the next cell instead (a wait there answers it)
+            self._pending_lines[id(task)] = line
 
     # ---- events and delivery -------------------------------------------
     def _on_event(self, ev: TaskEvent) -> None:
@@ -256,13 +257,17 @@ class Session:
     def pre_run_cell(self, *_: Any) -> None:
         self.cell_seq += 1
         self.delivery.cell_running = True
-        lines, self._pending_lines = self._pending_lines, []
-        for line in lines:
-            print(line)
 
     def post_run_cell(self, *_: Any) -> None:
         self.delivery.drain(at_boundary=True)
+        lines, self._pending_lines = self._pending_lines, {}
+        for line in lines.values():
+            print(line)
         self.delivery.cell_running = False
+
+    def drop_pending(self, obj: Any) -> None:
+        """Forget the waiting notice of ``obj`` (a wait in this cell has answered for it)."""
+        self._pending_lines.pop(id(obj), None)
 
     def _after_wait(self, done: list[Task]) -> None:
         if threading.current_thread() is threading.main_thread():
