@@ -263,3 +263,14 @@ def test_interrupt_stops_the_wait_not_the_task(fresh_kernel):
 def test_handle_wait_on_the_main_thread_delivers_now(kernel):
     r = kernel.run("hw = %bg --quiet w1 = 5\nhw.wait(10)\nprint('w1' in globals(), w1)")
     assert r.stdout.splitlines()[-1] == "True 5"
+
+
+def test_an_awaiting_cell_is_never_written_mid_cell(kernel):
+    r = kernel.run(
+        "import asyncio\nha = %bg --quiet awaited = 1\n"
+        "for _ in range(50):\n    if ha.done(): break\n    await asyncio.sleep(0.02)\n"
+        "await asyncio.sleep(0.2)  # the kernel's loop runs callbacks during these awaits\n"
+        "print(ha.done(), 'awaited' in globals())"
+    )
+    assert r.stdout.splitlines()[0] == "True False"
+    assert kernel.value("awaited") == "1"
