@@ -108,3 +108,18 @@ def test_key_never_lands_in_outputs_logs_or_saved_notebooks(pk, tmp_path):
         for f in files:
             with open(os.path.join(root, f), encoding="utf-8", errors="replace") as fh:
                 assert SECRET not in fh.read()
+
+
+def test_azure_settings_send_api_key_header_and_version(llm):
+    k = start_kernel(env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": SECRET, "OPENAI_MODEL": "echo#azure"})
+    try:
+        k.run("%config TTasks.llm_api_version = '2024-10-21'")
+        k.run("%config TTasks.llm_extra_headers = {'X-Team': 'research'}")
+        k.run("%bg -n az -o az_answer ?hello azure\n%bg --wait az --timeout 30")
+        assert k.value("az_answer") == "'Echo: hello azure'"
+        req = [r for r in llm.requests if isinstance(r.body, dict) and r.body.get("model") == "echo#azure"][-1]
+        assert req.query.get("api-version") == "2024-10-21"
+        assert req.headers.get("api-key") == SECRET and "authorization" not in req.headers
+        assert req.headers.get("x-team") == "research"
+    finally:
+        stop_kernel(k)

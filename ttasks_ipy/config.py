@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Bool, CaselessStrEnum, Float, Int, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
 from traitlets.config import Configurable
 
 
@@ -46,3 +46,11 @@ class TTasks(Configurable):
     )
     llm_callable = Unicode("", help="'module:function' backend for prompts, instead of HTTP.").tag(config=True)
     llm_max_concurrency = Int(32, help="Prompts running at once (they do not take worker slots).").tag(config=True)
+    llm_api_version = Unicode(
+        "", help="Azure OpenAI's api-version; when set the key goes in the api-key header."
+    ).tag(config=True)
+    llm_extra_headers = Dict(
+        value_trait=Unicode(),
+        help="Extra HTTP headers for prompt requests (never put a key here: use llm_api_key_env).",
+    ).tag(config=True)
+    llm_retries = Int(3, help="Retries of a prompt refused with 429 or 5xx before its first token.").tag(config=True)

@@ -98,6 +98,9 @@ class Session:
             temperature=c.llm_temperature,
             callable=c.llm_callable or None,
             max_concurrency=c.llm_max_concurrency,
+            api_version=c.llm_api_version or None,
+            extra_headers=dict(c.llm_extra_headers) or None,
+            retries=c.llm_retries,
         )
 
     def worker_pool(self) -> Any:
