@@ -10,7 +10,6 @@ task running.
 """
 from __future__ import annotations
 
-import codecs
 import os
 import selectors
 import signal
@@ -21,7 +20,7 @@ from typing import Any
 
 from .context import RunContext
 from .errors import CommandFailed, TaskCancelled
-from .output import TaskOutput
+from .output import PipeDecoder, TaskOutput
 from .procs import terminate_tree
 from .spec import Runner
 
@@ -178,12 +177,11 @@ class BashRunner(Runner):
 def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
     """Read both pipes until the shell exits (and a short drain after), reaping it."""
     sel = selectors.DefaultSelector()
-    decoders = {}
+    decoders = PipeDecoder(ctx.output)
     for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
         assert pipe is not None
         os.set_blocking(pipe.fileno(), False)
         sel.register(pipe, selectors.EVENT_READ, stream)
-        decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pidfd = None
     try:
         pidfd = os.pidfd_open(proc.pid)
@@ -213,15 +211,10 @@ def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
                     sel.unregister(key.fileobj)
                     open_pipes -= 1
                     continue
-                text = decoders[key.data].decode(data)
-                if text:
-                    ctx.output(key.data, text)
+                decoders.feed(key.data, data)
             if drain_until is None and proc.poll() is not None:
                 drain_until = time.monotonic() + DRAIN_SECONDS
-        for stream, dec in decoders.items():
-            tail = dec.decode(b"", final=True)
-            if tail:
-                ctx.output(stream, tail)
+        decoders.finish()
     finally:
         sel.close()
         if pidfd is not None:

@@ -6,9 +6,11 @@ file stops growing at ``file_cap`` bytes (the tail keeps moving).
 """
 from __future__ import annotations
 
+import codecs
 import collections
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 STREAMS = ("stdout", "stderr")
@@ -132,3 +134,26 @@ def _push(chunks: collections.deque[str], text: str, cap: int, st: _Stream) -> N
         else:
             chunks[0] = first[extra:]
             st.size -= extra
+
+
+class PipeDecoder:
+    """Bytes read from a task's pipes, turned into text per stream without splitting a UTF-8 character.
+
+    ``feed(stream, data)`` emits what decodes now; ``finish()`` emits what was
+    held back at the end. Used by commands and worker processes alike.
+    """
+
+    def __init__(self, emit: Callable[[str, str], None]) -> None:
+        self._emit = emit
+        self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in STREAMS}
+
+    def feed(self, stream: str, data: bytes) -> None:
+        text = self._decoders[stream].decode(data)
+        if text:
+            self._emit(stream, text)
+
+    def finish(self) -> None:
+        for stream, dec in self._decoders.items():
+            tail = dec.decode(b"", final=True)
+            if tail:
+                self._emit(stream, tail)

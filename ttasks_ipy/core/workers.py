@@ -34,7 +34,6 @@ traceback text (``remote_traceback``, line numbers of the cell) and has a
 """
 from __future__ import annotations
 
-import codecs
 import linecache
 import logging
 import os
@@ -54,6 +53,7 @@ import cloudpickle
 
 from .context import RunContext
 from .errors import SpecError, TaskCancelled, TaskError
+from .output import PipeDecoder
 from .procs import signal_tree, terminate_tree, tree_alive
 from .pycode import PyBody
 from .reaper import Reaper
@@ -316,11 +316,10 @@ class WorkerProcess:
         sock = self.channel.sock
         sel = selectors.DefaultSelector()
         sel.register(sock, selectors.EVENT_READ, "chan")
-        decoders = {}
+        decoders = PipeDecoder(ctx.output)
         for stream, fd in (("stdout", r_out), ("stderr", r_err)):
             os.set_blocking(fd, False)
             sel.register(fd, selectors.EVENT_READ, stream)
-            decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
         open_pipes = 2
         reply: dict[str, Any] | None = None
         ended = False  # the reply came or the channel closed
@@ -357,13 +356,8 @@ class WorkerProcess:
                         sel.unregister(key.fd)
                         open_pipes -= 1
                         continue
-                    text = decoders[key.data].decode(chunk)
-                    if text:
-                        ctx.output(key.data, text)
-            for stream, dec in decoders.items():
-                tail = dec.decode(b"", final=True)
-                if tail:
-                    ctx.output(stream, tail)
+                    decoders.feed(key.data, chunk)
+            decoders.finish()
         finally:
             sel.close()
         return reply
