@@ -20,7 +20,7 @@ def noop() -> None:
 def _cold_start() -> tuple[float, float]:
     """(first --process task on a fresh pool of 1, seconds; the worker's own start-up figure)."""
     from ttasks_ipy.core import Executor, TaskSpec, compile_body
-    from ttasks_ipy.core.workers import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
 
     ex = Executor(max_workers=1)
     pool = WorkerPool(1, reaper=ex.reaper, timers=ex.timers)
@@ -49,7 +49,7 @@ def _spawn_cold() -> float:
 def _warm_tasks(n: int) -> float:
     """Seconds for ``n`` no-op --process tasks on a warm pool of WORKERS."""
     from ttasks_ipy.core import Executor, TaskSpec, compile_body
-    from ttasks_ipy.core.workers import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
 
     ex = Executor(max_workers=WORKERS)
     pool = WorkerPool(WORKERS, reaper=ex.reaper, timers=ex.timers)
@@ -115,7 +115,7 @@ def _prompt(quick: bool) -> list[Result]:
     import httpx
 
     from ttasks_ipy.core import Executor, TaskSpec
-    from ttasks_ipy.core.prompt import PromptRunner, PromptSettings, shutdown_loop
+    from ttasks_ipy.core.runners.prompt import PromptRunner, PromptSettings, shutdown_loop
 
     words = 500 if quick else 3000
     reps = 2 if quick else 5

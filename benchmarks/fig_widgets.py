@@ -74,7 +74,7 @@ def run(quick: bool) -> list[Result]:
     reps = 1 if quick else 2
     with Kernel() as k:
         k.run("%config TTasks.notices = False")
-        k.run("import ttasks_ipy.extension as _e; _s = _e.session()")
+        k.run("import ttasks_ipy.kernel.extension as _e; _s = _e.session()")
         if not k.value("_s.widgets()"):
             return [skipped("6", "widget traffic", "magics", "widgets are not available in this kernel")]
         try:

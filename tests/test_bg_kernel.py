@@ -101,10 +101,10 @@ def test_cancel_returns_at_once_and_leaves_no_process(kernel):
 def test_timeout_retries_stall_and_log(kernel):
     kernel.run("%bg -n tmo --timeout 0.3 !sleep 10\n%bg --wait tmo")
     assert kernel.value("_ = %bg --quiet -- 1\ntmo_t = get_ipython().run_line_magic('bg', '--quiet -- 2')\n"
-                        "__import__('ttasks_ipy').extension.session().find('tmo').reason") == "'timed out after 0.3s'"
+                        "__import__('ttasks_ipy').kernel.session().find('tmo').reason") == "'timed out after 0.3s'"
     r = kernel.run("%bg -n flaky --retries 2 --backoff 0.05 !echo try; exit 1\n%bg --wait flaky\n%bg --log flaky")
     assert "[bg] flaky: failed (exit status 1)" in r.stdout
-    assert kernel.value("__import__('ttasks_ipy').extension.session().find('flaky').attempt") == "3"
+    assert kernel.value("__import__('ttasks_ipy').kernel.session().find('flaky').attempt") == "3"
     kernel.run("st = %bg -n quietly --stall 0.2 !sleep 0.8; echo end")
     kernel.run("import time\nwhile not st.stalled: time.sleep(0.02)")  # bounded by the cell timeout
     assert "stalled" in kernel.run("%bg --list").stdout
@@ -134,7 +134,7 @@ def test_service_ready_notice(kernel):
 def test_cap_of_four(kernel):
     kernel.run("%config TTasks.max_workers = 4")
     kernel.run(
-        "import threading, time\nsess = __import__('ttasks_ipy').extension.session()\n"
+        "import threading, time\nsess = __import__('ttasks_ipy').kernel.session()\n"
         "running = [0]; peak = [0]; lock = threading.Lock()\n"
         "def on(ev):\n"
         "    with lock:\n"
@@ -173,14 +173,14 @@ BAD = [
 
 @pytest.mark.parametrize("line,message", BAD)
 def test_bad_input_is_a_one_line_usage_error_and_disturbs_nothing(kernel, line, message):
-    before = kernel.value("len(__import__('ttasks_ipy').extension.session().tasks()), sorted(globals())[:0]")
+    before = kernel.value("len(__import__('ttasks_ipy').kernel.session().tasks()), sorted(globals())[:0]")
     r = kernel.run(line, allow_error=True)
     assert r.error is None or r.error["ename"] == "UsageError"
     err = r.stderr.strip()
     assert err.startswith("UsageError: %bg") and "\n" not in err, err
     assert message in err
     assert "Traceback" not in r.stderr + r.stdout
-    assert kernel.value("len(__import__('ttasks_ipy').extension.session().tasks()), sorted(globals())[:0]") == before
+    assert kernel.value("len(__import__('ttasks_ipy').kernel.session().tasks()), sorted(globals())[:0]") == before
 
 
 def test_unload_removes_everything():

@@ -97,10 +97,10 @@ def test_traceback_has_the_cells_own_line_numbers(kernel):
     ],
 )
 def test_bad_cells(kernel, cell, message):
-    before = kernel.value("len(__import__('ttasks_ipy').extension.session().tasks())")
+    before = kernel.value("len(__import__('ttasks_ipy').kernel.session().tasks())")
     r = kernel.run(cell, allow_error=True)
     assert r.stderr.startswith("UsageError: %") and message in r.stderr and r.stderr.count("\n") == 1
-    assert kernel.value("len(__import__('ttasks_ipy').extension.session().tasks())") == before
+    assert kernel.value("len(__import__('ttasks_ipy').kernel.session().tasks())") == before
 
 
 # ---- --process ------------------------------------------------------------

@@ -32,7 +32,8 @@ def test_top_level_exports():
 
 def test_core_imports_no_ipython_and_no_widgets():
     code = (
-        "import sys, ttasks_ipy.core, ttasks_ipy.core.graph, ttasks_ipy.core.workers, ttasks_ipy.core.prompt\n"
+        "import sys, ttasks_ipy.core, ttasks_ipy.core.graph, ttasks_ipy.core.backends.process.pool\n"
+        "import ttasks_ipy.core.runners.prompt\n"
         "bad = [m for m in ('IPython', 'ipykernel', 'ipywidgets') if m in sys.modules]\n"
         "print(bad)"
     )

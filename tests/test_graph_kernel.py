@@ -9,8 +9,8 @@ pytestmark = pytest.mark.timeout(120)
 
 # the magic class registers %%bgraph itself once it does; until then the test registers it
 SETUP = """\
-from ttasks_ipy.extension import session as _tt_session
-from ttasks_ipy import graph_magic as _tt_gm
+from ttasks_ipy.kernel.extension import session as _tt_session
+from ttasks_ipy.kernel import graph_magic as _tt_gm
 _ip = get_ipython()
 if 'bgraph' not in _ip.magics_manager.magics['cell']:
     _ip.register_magic_function(_tt_gm.magic_for(_tt_session(_ip)), 'cell', 'bgraph')

@@ -12,8 +12,8 @@ from ttasks_ipy.core import Executor, SpecError
 from ttasks_ipy.core.context import RunContext
 from ttasks_ipy.core.graph import GraphRun
 from ttasks_ipy.core.spec import Runner
-from ttasks_ipy.graph_syntax import TaskLine, build_nodes, compile_graph, parse_graph
-from ttasks_ipy.syntax import expand_text
+from ttasks_ipy.syntax.expand import expand_text
+from ttasks_ipy.syntax.graph import TaskLine, build_nodes, compile_graph, parse_graph
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -274,7 +274,7 @@ def test_prompt_bodies_expand_upstream_at_run_time(ex: Executor) -> None:
 
 
 def test_process_bodies_run_in_a_worker_process(ex: Executor) -> None:
-    from ttasks_ipy.core.workers import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
 
     pool = WorkerPool(1, grace=0.5, reaper=ex.reaper, timers=ex.timers)
     try:

@@ -26,7 +26,7 @@ from ttasks_ipy.core import EventKind, Executor, SpecError, TaskEvent, TaskSpec,
 from ttasks_ipy.core.errors import TaskFailed
 from ttasks_ipy.core.llm import loop as llm_loop
 from ttasks_ipy.core.llm.chat import _retry_wait
-from ttasks_ipy.core.prompt import PromptFailed, PromptRunner, PromptSettings, expand_prompt, shutdown_loop
+from ttasks_ipy.core.runners.prompt import PromptFailed, PromptRunner, PromptSettings, expand_prompt, shutdown_loop
 
 try:
     from tests.llm_server import FakeLLM

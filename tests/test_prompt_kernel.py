@@ -103,7 +103,7 @@ def test_key_never_lands_in_outputs_logs_or_saved_notebooks(pk, tmp_path):
         texts.append(json.dumps([m["content"] for m in r.messages], default=str))
     joined = "\n".join(texts)
     assert SECRET not in joined
-    out_dir = pk.value("str(__import__('ttasks_ipy').extension.session().executor.output_dir)").strip("'")
+    out_dir = pk.value("str(__import__('ttasks_ipy').kernel.session().executor.output_dir)").strip("'")
     for root, _, files in os.walk(out_dir):
         for f in files:
             with open(os.path.join(root, f), encoding="utf-8", errors="replace") as fh:

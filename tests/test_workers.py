@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from ttasks_ipy.core import EventKind, Executor, SpecError, Task, TaskSpec, TaskState, bind, compile_body
-from ttasks_ipy.core.procs import tree_alive
-from ttasks_ipy.core.workers import (
+from ttasks_ipy.core.backends.process.pool import (
     ProcessRunner,
     RemoteError,
     ResultError,
@@ -25,6 +24,7 @@ from ttasks_ipy.core.workers import (
     WorkerPool,
     check_picklable,
 )
+from ttasks_ipy.core.procs import tree_alive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -440,7 +440,7 @@ def test_executor_shutdown_ends_the_workers_too() -> None:
 SCRIPT = """
 import os, sys, signal, threading
 from ttasks_ipy.core import EventKind, Executor, TaskSpec, bind, compile_body
-from ttasks_ipy.core.workers import ProcessRunner, WorkerPool
+from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
 
 interrupted = []
 signal.signal(signal.SIGINT, lambda *a: interrupted.append(1))  # like the kernel: it gets the Interrupt

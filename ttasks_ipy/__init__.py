@@ -14,28 +14,28 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ip: Any) -> None:
     """Register the magics, delivery and the input transformer on ``ip``."""
-    from .extension import load
+    from .kernel.extension import load
 
     load(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
     """Undo ``load_ipython_extension``: cancel tasks, unregister everything."""
-    from .extension import unload
+    from .kernel.extension import unload
 
     unload(ip)
 
 
 def bg(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` in the background of the current session; returns the task."""
-    from .extension import session
+    from .kernel.extension import session
 
     return session().submit_call(fn, args, kwargs)
 
 
 def wait_any(tasks: Any, timeout: float | None = None) -> Any:
     """Block until one of ``tasks`` is done (at most ``timeout`` seconds); returns the done ones."""
-    from .extension import session
+    from .kernel.extension import session
 
     return session().wait(list(tasks), timeout=timeout, return_when="any")
 

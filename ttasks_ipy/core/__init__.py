@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 from .backends import Backend, SyncBackend, ThreadBackend
-from .bash import BashRunner, CommandResult, describe_exit
 from .context import RunContext, current_task, progress
 from .errors import (
     CommandFailed,
@@ -26,20 +25,21 @@ from .errors import (
 from .events import EventBus, EventKind, TaskEvent
 from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
 from .output import TaskOutput
-from .pycode import CallRunner, PyBody, PythonRunner, bind, compile_body
+from .runners.bash import BashRunner, CommandResult, describe_exit
+from .runners.python import CallRunner, PyBody, PythonRunner, bind, compile_body
 from .spec import Runner, TaskSpec
 from .states import TRANSITIONS, TaskState
 from .task import Task
 
 #: names imported on first use, so that a worker process or a plain script does not pay for httpx
 _LAZY = {
-    "PromptFailed": ".prompt",
-    "PromptRunner": ".prompt",
-    "PromptSettings": ".prompt",
-    "expand_prompt": ".prompt",
-    "WorkerPool": ".workers",
-    "ProcessRunner": ".workers",
-    "check_picklable": ".workers",
+    "PromptFailed": ".runners.prompt",
+    "PromptRunner": ".runners.prompt",
+    "PromptSettings": ".runners.prompt",
+    "expand_prompt": ".runners.prompt",
+    "WorkerPool": ".backends.process.pool",
+    "ProcessRunner": ".backends.process.pool",
+    "check_picklable": ".backends.process.pool",
 }
 
 

@@ -11,9 +11,9 @@ Hierarchy::
      │    ├── CommandFailed         a command exited non-zero; carries its ``CommandResult``
      │    └── PromptFailed          an LLM request failed; keeps the ``partial`` text (core/llm/errors.py)
      ├── TaskCancelled              ``result`` of a cancelled task; raised inside a cancelled task
-     ├── WorkerDied                 a worker process died under its task (core/workers.py)
-     ├── ResultError                a worker's result cannot come back (core/workers.py)
-     ├── RemoteError                a worker's exception cannot be rebuilt here (core/workers.py)
+     ├── WorkerDied                 a worker process died under its task (core/backends/process/pool.py)
+     ├── ResultError                a worker's result cannot come back (core/backends/process/pool.py)
+     ├── RemoteError                a worker's exception cannot be rebuilt here (core/backends/process/pool.py)
      ├── WaitTimeout (TimeoutError) a bounded wait ran out
      └── WaitInsideTask             a task tried to wait for tasks (it could hold the last slot)
 

@@ -34,13 +34,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .core.bash import BashRunner
-from .core.errors import SpecError
-from .core.fields import closing_brace
-from .core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph, check_name
-from .core.pycode import PyBody, PythonRunner, bind, compile_body
-from .core.spec import Runner
-from .syntax import expand_shell
+from ..core.errors import SpecError
+from ..core.fields import closing_brace
+from ..core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph, check_name
+from ..core.runners.bash import BashRunner
+from ..core.runners.python import PyBody, PythonRunner, bind, compile_body
+from ..core.spec import Runner
+from .expand import expand_shell
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _NUMBER_VALUE = re.compile(r"[^\s:,]*")

@@ -17,14 +17,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
-from .core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTimeout, bind, compile_body
-from .core.errors import QueueFull, TaskError
-from .core.graph import GraphRun
+from ..core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTimeout, bind, compile_body
+from ..core.errors import QueueFull, TaskError
+from ..core.graph import GraphRun
+from ..syntax.expand import expand_shell, expand_text, split_options
+from ..views import text
 from .delivery import targets_at_dispatch
 from .graph_magic import find_in_graphs
 from .session import Session
-from .syntax import expand_shell, expand_text, split_options
-from .views import text
 
 ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
 RESERVED = ("all", "any")
@@ -232,7 +232,7 @@ class BgMagics(Magics):
         prompt = expand_text(template, ns, dollar=False).strip()
         if not prompt:
             raise UsageError("%bg: the prompt is empty: write the question after '?'")
-        from .core.prompt import PromptRunner
+        from ..core.runners.prompt import PromptRunner
 
         runner = PromptRunner(prompt, self.session.prompt_settings(), model=args.model, system=args.system)
         spec = self._spec(args, runner, name)
@@ -243,7 +243,7 @@ class BgMagics(Magics):
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
-            from .core.workers import ProcessRunner
+            from ..core.backends.process.pool import ProcessRunner
 
             return ProcessRunner(pybody, bind(pybody, ns), self.session.worker_pool())
         return PythonRunner(pybody, bind(pybody, ns), ns)

@@ -42,7 +42,7 @@ def load(shell: Any) -> None:
     """Register magics, cell hooks, the input transformer and the handle's display."""
     if id(shell) in _sessions:
         return
-    from .core import Task
+    from ..core import Task
     from .magics import BgMagics
 
     config = TTasks(parent=shell)
@@ -56,7 +56,7 @@ def load(shell: Any) -> None:
     shell.events.register("pre_run_cell", s.pre_run_cell)
     shell.events.register("post_run_cell", s.post_run_cell)
     shell.input_transformers_cleanup.insert(0, protect_help_lines)
-    from .core.graph import GraphRun
+    from ..core.graph import GraphRun
 
     shell.display_formatter.ipython_display_formatter.for_type(Task, _display_handle)
     shell.display_formatter.ipython_display_formatter.for_type(GraphRun, _display_graph)
@@ -70,7 +70,7 @@ def unload(shell: Any) -> None:
     s = _sessions.pop(id(shell), None)
     if s is None:
         return
-    from .core import Task
+    from ..core import Task
 
     for event, fn in (("pre_run_cell", s.pre_run_cell), ("post_run_cell", s.post_run_cell)):
         try:
@@ -79,7 +79,7 @@ def unload(shell: Any) -> None:
             pass
     if protect_help_lines in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(protect_help_lines)
-    from .core.graph import GraphRun
+    from ..core.graph import GraphRun
 
     shell.display_formatter.ipython_display_formatter.type_printers.pop(Task, None)
     shell.display_formatter.ipython_display_formatter.type_printers.pop(GraphRun, None)
@@ -105,13 +105,13 @@ def _display_handle(task: Any) -> bool:
     """Display a task handle: nothing if ``%bg`` just showed it in this cell, else its live card or status."""
     from IPython.display import display
 
-    from .views import text
+    from ..views import text
 
     s = _current()
     if s is not None and s.shown_in_this_cell(task):
         return True
     if s is not None and s.widgets():
-        from . import views
+        from .. import views
 
         display(views.task_card(task, s.updater))
         return True
@@ -121,7 +121,7 @@ def _display_handle(task: Any) -> bool:
 
 def _display_graph(graph: Any) -> bool:
     """Display a graph handle: its live graph view, or a status line."""
-    from .views import text
+    from ..views import text
 
     s = _current()
     if s is None:

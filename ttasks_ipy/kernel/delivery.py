@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .core import Task, TaskState
-from .views import text
+from ..core import Task, TaskState
+from ..views import text
 
 _MISSING = object()
 

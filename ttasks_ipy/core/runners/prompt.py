@@ -25,16 +25,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .context import RunContext
-from .errors import SpecError, TaskCancelled
-from .fields import closing_brace
-from .llm import loop
-from .llm.chat import Emit, PromptRequest, stream_chat
-from .llm.errors import PromptFailed
-from .llm.pycall import call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
-from .llm.settings import PromptSettings
-from .pycode import FallbackGlobals
-from .spec import Runner
+from ..context import RunContext
+from ..errors import SpecError, TaskCancelled
+from ..fields import closing_brace
+from ..llm import loop
+from ..llm.chat import Emit, PromptRequest, stream_chat
+from ..llm.errors import PromptFailed
+from ..llm.pycall import call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
+from ..llm.settings import PromptSettings
+from ..spec import Runner
+from .python import FallbackGlobals
 
 __all__ = ["PromptFailed", "PromptRunner", "PromptSettings", "expand_prompt", "shutdown_loop"]
 

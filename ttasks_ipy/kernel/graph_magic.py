@@ -1,7 +1,7 @@
 """``%%bgraph``: parse the cell, build the graph, start it, bind its handle. The magic's whole body.
 
 ``%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]`` then one task
-per line (see ``graph_syntax``). ``bgraph(session, line, cell, user_ns)``
+per line (see ``syntax.graph``). ``bgraph(session, line, cell, user_ns)``
 validates everything first (a bad cell is one ``UsageError``: nothing starts,
 nothing is bound), then starts the graph, binds ``NAME`` to its ``GraphRun``
 and returns at once. Python tasks deliver the names they assign like ``%bg``.
@@ -20,11 +20,11 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import no_var_expand
 
-from .core.errors import QueueFull, SpecError, TaskError
-from .core.graph import GraphNode, GraphRun, check_name
-from .core.task import Task
+from ..core.errors import QueueFull, SpecError, TaskError
+from ..core.graph import GraphNode, GraphRun, check_name
+from ..core.task import Task
+from ..syntax.graph import compile_graph
 from .delivery import targets_at_dispatch
-from .graph_syntax import compile_graph
 
 USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]"
 

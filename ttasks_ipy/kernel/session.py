@@ -13,11 +13,11 @@ import sys
 import threading
 from typing import Any
 
+from ..core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
+from ..core.runners.python import CallRunner
+from ..views import text
 from .config import TTasks
-from .core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
-from .core.pycode import CallRunner
 from .delivery import Delivery, Inbox, Item
-from .views import text
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -48,7 +48,7 @@ class Session:
         self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
-        from . import views
+        from .. import views
 
         #: the one updater of every live view of this session
         self.updater = views.Updater(self.executor.bus)
@@ -87,7 +87,7 @@ class Session:
 
     def prompt_settings(self) -> Any:
         """LLM settings from the config, falling back to OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL."""
-        from .core.prompt import PromptSettings
+        from ..core.runners.prompt import PromptSettings
 
         c = self.config
         return PromptSettings.from_env(
@@ -106,7 +106,7 @@ class Session:
     def worker_pool(self) -> Any:
         """The worker processes for ``--process`` tasks (started on first use, one per worker slot)."""
         if self._pool is None:
-            from .core.workers import WorkerPool
+            from ..core.backends.process.pool import WorkerPool
 
             self._pool = WorkerPool(
                 self.config.max_workers,
@@ -123,7 +123,7 @@ class Session:
     # ---- displays ------------------------------------------------------
     def widgets(self) -> bool:
         """Whether live widgets are shown (a kernel with ipywidgets 8, and the setting on)."""
-        from . import views
+        from .. import views
 
         return bool(self.config.widgets) and views.widgets_available()
 
@@ -132,7 +132,7 @@ class Session:
         from IPython.display import display
 
         if self.widgets():
-            from . import views
+            from .. import views
 
             display(views.task_card(task, self.updater))
             self._cards.add(task.id)
@@ -147,7 +147,7 @@ class Session:
         from IPython.display import display
 
         if self.widgets():
-            from . import views
+            from .. import views
 
             display(views.graph_view(graph, self.updater))
         else:
@@ -159,7 +159,7 @@ class Session:
             return False
         from IPython.display import display
 
-        from . import views
+        from .. import views
 
         display(views.dashboard(self.executor, self.updater))
         return True
@@ -180,13 +180,13 @@ class Session:
 
     def prompt_runner(self, text: str, model: str | None, namespace: Any) -> Any:
         """A prompt runner with the session's settings (graph tasks expand ``text`` at run time)."""
-        from .core.prompt import PromptRunner
+        from ..core.runners.prompt import PromptRunner
 
         return PromptRunner(text, self.prompt_settings(), model=model, namespace=namespace)
 
     def process_runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
         """A runner for ``body`` in one of the session's worker processes."""
-        from .core.workers import ProcessRunner
+        from ..core.backends.process.pool import ProcessRunner
 
         return ProcessRunner(body, bound, self.worker_pool(), first_line=first_line)
 
@@ -313,8 +313,8 @@ class Session:
         if self._pool is not None:
             self._pool.shutdown()
         self.executor.shutdown()
-        if "ttasks_ipy.core.prompt" in sys.modules:
-            from .core.prompt import shutdown_loop
+        if "ttasks_ipy.core.runners.prompt" in sys.modules:
+            from ..core.runners.prompt import shutdown_loop
 
             shutdown_loop()
 

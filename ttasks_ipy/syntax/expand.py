@@ -14,8 +14,8 @@ import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .core.errors import SpecError
-from .core.fields import closing_brace
+from ..core.errors import SpecError
+from ..core.fields import closing_brace
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

@@ -51,14 +51,14 @@ from typing import Any
 
 import cloudpickle
 
-from .context import RunContext
-from .errors import SpecError, TaskCancelled, TaskError
-from .output import PipeDecoder
-from .procs import signal_tree, terminate_tree, tree_alive
-from .pycode import PyBody
-from .reaper import Reaper
-from .spec import Runner
-from .timers import Timers
+from ...context import RunContext
+from ...errors import SpecError, TaskCancelled, TaskError
+from ...output import PipeDecoder
+from ...procs import signal_tree, terminate_tree, tree_alive
+from ...reaper import Reaper
+from ...runners.python import PyBody
+from ...spec import Runner
+from ...timers import Timers
 from .worker_main import Channel, FrameReader
 
 log = logging.getLogger("ttasks_ipy")
@@ -203,7 +203,9 @@ def check_picklable(bound: Mapping[str, Any], budget_bytes: int = DEFAULT_BUDGET
 
 # ---- one worker process --------------------------------------------------
 def _package_parent() -> str:
-    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """The folder holding the ``ttasks_ipy`` package (put on the worker's ``PYTHONPATH``)."""
+    here = os.path.abspath(__file__)
+    return here[: here.rindex(os.sep + "ttasks_ipy" + os.sep)]
 
 
 class WorkerProcess:
@@ -222,7 +224,7 @@ class WorkerProcess:
         started = time.monotonic()
         try:
             self.proc = subprocess.Popen(
-                [pool.python, "-m", "ttasks_ipy.core.worker_main", str(child.fileno())],
+                [pool.python, "-m", "ttasks_ipy.core.backends.process.worker_main", str(child.fileno())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,  # start-up errors only; the worker closes it when ready

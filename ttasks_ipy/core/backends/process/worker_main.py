@@ -1,6 +1,6 @@
 """The child side of ``--process`` tasks: the wire protocol and the worker process's loop.
 
-A ``WorkerPool`` (``workers.py``) starts ``python -m ttasks_ipy.core.worker_main FD``
+A ``WorkerPool`` (``pool.py``) starts ``python -m ttasks_ipy.core.backends.process.worker_main FD``
 in a session of its own; FD is the worker's end of a Unix socket pair. SIGINT
 is ignored (the kernel's Interrupt button must never reach a worker), stdin is
 ``/dev/null`` (``input()`` fails at once), and between jobs file descriptors 1
@@ -218,8 +218,8 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
     """Run one job in this process; returns the reply (never raises for the body's errors)."""
     import cloudpickle
 
-    from . import context
-    from .pycode import compile_body
+    from ... import context
+    from ...runners.python import compile_body
 
     try:
         os.chdir(job["cwd"])
@@ -228,7 +228,7 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
     sys.path[:] = job["path"]
     os.environ.clear()
     os.environ.update(job["env"])
-    from . import pycode
+    from ...runners import python as pycode
 
     # input() fails at once with the engine's message where it has one (stdin is /dev/null anyway)
     g: dict[str, Any] = {"__builtins__": getattr(pycode, "TASK_BUILTINS", builtins), "__name__": "__main__"}

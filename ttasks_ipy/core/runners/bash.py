@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from .context import RunContext
-from .errors import CommandFailed, TaskCancelled
-from .output import PipeDecoder, TaskOutput
-from .procs import terminate_tree
-from .spec import Runner
+from ..context import RunContext
+from ..errors import CommandFailed, TaskCancelled
+from ..output import PipeDecoder, TaskOutput
+from ..procs import terminate_tree
+from ..spec import Runner
 
 #: how long to keep reading the pipes after the shell exited
 DRAIN_SECONDS = 0.25

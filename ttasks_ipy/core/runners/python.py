@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import capture
-from .context import RunContext
-from .errors import SpecError, TaskCancelled
-from .spec import Runner
+from .. import capture
+from ..context import RunContext
+from ..errors import SpecError, TaskCancelled
+from ..spec import Runner
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 

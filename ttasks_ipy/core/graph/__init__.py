@@ -48,15 +48,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import SpecError, TaskNotDone, WaitTimeout
-from .spec import Runner, TaskSpec
-from .states import TaskState
-from .task import Task, check_not_inside_task
+from ..errors import SpecError, TaskNotDone, WaitTimeout
+from ..spec import Runner, TaskSpec
+from ..states import TaskState
+from ..task import Task, check_not_inside_task
 
 if TYPE_CHECKING:
-    from .context import RunContext
-    from .executor import Executor
-    from .timers import Timer
+    from ..context import RunContext
+    from ..executor import Executor
+    from ..timers import Timer
 
 log = logging.getLogger("ttasks_ipy")
 

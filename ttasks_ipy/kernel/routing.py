@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from .core import capture
+from ..core import capture
 
 MAX_DISPLAYS = 50
 

@@ -1,0 +1,1 @@
+"""Our worker processes: started with ``Popen`` in sessions of their own, reused, replaced when killed."""
