@@ -20,14 +20,17 @@ def noop() -> None:
 def _cold_start() -> tuple[float, float]:
     """(first --process task on a fresh pool of 1, seconds; the worker's own start-up figure)."""
     from ttasks_ipy.core import Executor, TaskSpec, compile_body
-    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.backend import ProcessBackend
+    from ttasks_ipy.core.backends.process.pool import WorkerPool
+    from ttasks_ipy.core.runners.portable import PortablePython
 
     ex = Executor(max_workers=1)
     pool = WorkerPool(1, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     try:
         body = compile_body("None", "<bench>")
         t0 = time.perf_counter()
-        t = ex.submit(TaskSpec(ProcessRunner(body, {}, pool)))
+        t = ex.submit(TaskSpec(PortablePython(body, {}), backend="process"))
         t.wait(60)
         el = time.perf_counter() - t0
         if not t.ok:
@@ -49,16 +52,19 @@ def _spawn_cold() -> float:
 def _warm_tasks(n: int) -> float:
     """Seconds for ``n`` no-op --process tasks on a warm pool of WORKERS."""
     from ttasks_ipy.core import Executor, TaskSpec, compile_body
-    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.backend import ProcessBackend
+    from ttasks_ipy.core.backends.process.pool import WorkerPool
+    from ttasks_ipy.core.runners.portable import PortablePython
 
     ex = Executor(max_workers=WORKERS)
     pool = WorkerPool(WORKERS, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     body = compile_body("None", "<bench>")
     try:
-        warm = [ex.submit(TaskSpec(ProcessRunner(body, {}, pool))) for _ in range(WORKERS * 2)]
+        warm = [ex.submit(TaskSpec(PortablePython(body, {}), backend="process")) for _ in range(WORKERS * 2)]
         ex.wait(warm, timeout=60)
         t0 = time.perf_counter()
-        tasks = [ex.submit(TaskSpec(ProcessRunner(body, {}, pool))) for _ in range(n)]
+        tasks = [ex.submit(TaskSpec(PortablePython(body, {}), backend="process")) for _ in range(n)]
         ex.wait(tasks, timeout=300)
         el = time.perf_counter() - t0
         bad = [t for t in tasks if not t.ok]

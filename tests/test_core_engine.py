@@ -53,7 +53,7 @@ def py(src: str, ns: dict | None = None, **kw) -> TaskSpec:
 def test_illegal_transition_names_task_and_states(ex):
     t = ex.submit(bash("true"), hold=True)
     with pytest.raises(InvalidTransition, match=r"task #\d+: cannot change from pending to running"):
-        t._change(TaskState.RUNNING)
+        t.claim()
     ex.cancel(t)
 
 

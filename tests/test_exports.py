@@ -8,13 +8,13 @@ import ttasks_ipy
 import ttasks_ipy.core as core
 
 CORE = {
-    "ALL_COMPLETED", "Backend", "BashRunner", "CallRunner", "CommandFailed", "CommandResult", "EventBus",
-    "EventKind", "Executor", "ExecutorStats", "FIRST_COMPLETED", "InvalidTransition", "ProcessRunner",
-    "PromptFailed", "PromptRunner", "PromptSettings", "PyBody", "PythonRunner", "QueueFull", "RunContext",
-    "Runner", "SpecError", "SyncBackend", "TRANSITIONS", "Task", "TaskCancelled", "TaskError", "TaskEvent",
-    "TaskFailed", "TaskNotDone", "TaskOutput", "TaskSpec", "TaskState", "ThreadBackend", "WaitInsideTask",
-    "WaitTimeout", "WorkerPool", "bind", "check_picklable", "compile_body", "current_task", "describe_exit",
-    "expand_prompt", "progress",
+    "ALL_COMPLETED", "Backend", "BackendStats", "BashRunner", "CallRunner", "CommandFailed", "CommandResult",
+    "EventBus", "EventKind", "Executor", "ExecutorStats", "FIRST_COMPLETED", "InvalidTransition", "Job",
+    "JobEvents", "PortablePython", "ProcessBackend", "PromptFailed", "PromptRunner", "PromptSettings", "PyBody",
+    "PythonRunner", "QueueFull", "Runner", "SpecError", "SyncBackend", "TRANSITIONS", "Task", "TaskCancelled",
+    "TaskContext", "TaskError", "TaskEvent", "TaskFailed", "TaskNotDone", "TaskOutput", "TaskRecord", "TaskSpec",
+    "TaskState", "ThreadBackend", "WaitInsideTask", "WaitTimeout", "WorkerPool", "bind", "check_name",
+    "check_picklable", "compile_body", "current_task", "describe_exit", "expand_prompt", "progress",
 }
 
 

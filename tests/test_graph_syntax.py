@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ttasks_ipy.core import Executor, SpecError
-from ttasks_ipy.core.context import RunContext
+from ttasks_ipy.core.context import TaskContext
 from ttasks_ipy.core.graph import GraphRun
 from ttasks_ipy.core.spec import Runner
 from ttasks_ipy.syntax.expand import expand_text
@@ -256,7 +256,7 @@ class _EchoPrompt(Runner):
     def __init__(self, text: str, model: str | None, ns: Mapping[str, Any]) -> None:
         self.text, self.model, self.ns = text, model, ns
 
-    def run(self, ctx: RunContext) -> str:
+    def run(self, ctx: TaskContext) -> str:
         answer = f"[{self.model}] " + expand_text(self.text, self.ns, dollar=False)
         ctx.output("stdout", answer)
         return answer
@@ -274,12 +274,16 @@ def test_prompt_bodies_expand_upstream_at_run_time(ex: Executor) -> None:
 
 
 def test_process_bodies_run_in_a_worker_process(ex: Executor) -> None:
-    from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
+    from ttasks_ipy.core.backends.process.backend import ProcessBackend
+    from ttasks_ipy.core.backends.process.pool import WorkerPool
+    from ttasks_ipy.core.runners.portable import PortablePython
 
     pool = WorkerPool(1, grace=0.5, reaper=ex.reaper, timers=ex.timers)
+
+    ex.add_backend(ProcessBackend(pool))
     try:
         def make_process(body: Any, bound: Mapping[str, Any], first_line: int) -> Runner:
-            return ProcessRunner(body, bound, pool, first_line=first_line)
+            return PortablePython(body, bound, first_line=first_line)
 
         cell = (
             "first: 20\n"

@@ -1,4 +1,4 @@
-"""Python tasks in worker processes (``--process``): ``WorkerPool`` and ``ProcessRunner`` through the executor."""
+"""Python tasks in worker processes (``--process``): ``WorkerPool`` and ``ProcessBackend`` through the executor."""
 from __future__ import annotations
 
 import os
@@ -16,15 +16,11 @@ from typing import Any
 import pytest
 
 from ttasks_ipy.core import EventKind, Executor, SpecError, Task, TaskSpec, TaskState, bind, compile_body
-from ttasks_ipy.core.backends.process.pool import (
-    ProcessRunner,
-    RemoteError,
-    ResultError,
-    WorkerDied,
-    WorkerPool,
-    check_picklable,
-)
+from ttasks_ipy.core.backends.process.backend import ProcessBackend
+from ttasks_ipy.core.backends.process.pool import WorkerPool
+from ttasks_ipy.core.errors import RemoteError, ResultError, WorkerDied
 from ttasks_ipy.core.procs import tree_alive
+from ttasks_ipy.core.runners.portable import PortablePython, check_picklable
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,6 +31,7 @@ GRACE = 1.0
 def engine() -> Iterator[tuple[Executor, WorkerPool]]:
     ex = Executor(max_workers=4, grace=GRACE)
     pool = WorkerPool(4, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     yield ex, pool
     pool.shutdown()
     ex.shutdown()
@@ -50,7 +47,7 @@ def submit(
 ) -> Task:
     ex, pool = engine
     body = compile_body(textwrap.dedent(source).strip("\n"), f"<bg-test-{time.monotonic_ns()}>", first_line=first_line)
-    return ex.submit(TaskSpec(ProcessRunner(body, bind(body, ns or {}), pool), **spec))
+    return ex.submit(TaskSpec(PortablePython(body, bind(body, ns or {})), backend="process", **spec))
 
 
 def wait_output(ex: Executor, task: Task, text: str, timeout: float = 10.0) -> str:
@@ -108,7 +105,6 @@ def test_assigned_names_come_back(engine: tuple[Executor, WorkerPool]) -> None:
         {"y": 21, "double": double},
     ).wait(20)
     assert t.result == {"x": 42, "z": [42, 42]}
-    assert t.spec.runner.assigned == {"x": 42, "z": [42, 42]}
 
 
 def test_worker_sees_kernel_cwd_path_and_env(
@@ -322,9 +318,10 @@ def test_sigint_sent_to_a_worker_is_ignored(engine: tuple[Executor, WorkerPool],
 def test_worker_that_cannot_start_fails_its_task() -> None:
     ex = Executor(max_workers=1)
     pool = WorkerPool(1, python="/bin/false", reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     try:
         body = compile_body("1 + 1", "<bg-false>")
-        t = ex.submit(TaskSpec(ProcessRunner(body, {}, pool))).wait(10)
+        t = ex.submit(TaskSpec(PortablePython(body, {}), backend="process")).wait(10)
         assert t.state is TaskState.FAILED
         assert isinstance(t.exception, WorkerDied)
         assert "failed to start (exit status 1)" in (t.error or "")
@@ -338,7 +335,7 @@ def test_unpicklable_input_names_the_variable(engine: tuple[Executor, WorkerPool
     _, pool = engine
     body = compile_body("lock.acquire()", "<bg-lock>")
     with pytest.raises(SpecError) as info:
-        ProcessRunner(body, bind(body, {"lock": threading.Lock()}), pool)
+        PortablePython(body, bind(body, {"lock": threading.Lock()}))
     assert str(info.value) == "cannot send 'lock' to a worker process: TypeError: cannot pickle '_thread.lock' object"
 
 
@@ -346,7 +343,7 @@ def test_unpicklable_input_beyond_the_budget_fails_the_task(engine: tuple[Execut
     ex, pool = engine
     body = compile_body("len(stuff)", "<bg-budget>")
     stuff = [b"x" * 200_000, threading.Lock()]  # the lock comes after the budget is spent
-    runner = ProcessRunner(body, {"stuff": stuff, "n": 1}, pool, budget_bytes=1_000)
+    runner = PortablePython(body, {"stuff": stuff, "n": 1}, budget_bytes=1_000)
     assert set(runner.inputs.deferred) == {"stuff"}
     t = ex.submit(TaskSpec(runner)).wait(20)
     assert t.state is TaskState.FAILED
@@ -374,7 +371,7 @@ def test_unpicklable_result_names_its_type(engine: tuple[Executor, WorkerPool]) 
 def test_only_the_names_asked_for_come_back(engine: tuple[Executor, WorkerPool]) -> None:
     ex, pool = engine
     body = compile_body("ok = 41 + 1\ngen = (i for i in range(3))", "<bg-names>")
-    t = ex.submit(TaskSpec(ProcessRunner(body, {}, pool, names=["ok"]))).wait(20)
+    t = ex.submit(TaskSpec(PortablePython(body, {}, names=["ok"]), backend="process")).wait(20)
     assert t.ok, t.error
     assert t.result == {"ok": 42}
 
@@ -409,8 +406,9 @@ def test_exception_that_cannot_be_rebuilt_is_a_remote_error(engine: tuple[Execut
 def test_shutdown_leaves_no_processes() -> None:
     ex = Executor(max_workers=2, grace=GRACE)
     pool = WorkerPool(2, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     body = compile_body("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(300)", "<bg-sleep>")
-    busy = ex.submit(TaskSpec(ProcessRunner(body, {}, pool)))
+    busy = ex.submit(TaskSpec(PortablePython(body, {}), backend="process"))
     pool.prestart()
     first_pid(ex, busy)
     pids = pool.pids
@@ -425,8 +423,9 @@ def test_shutdown_leaves_no_processes() -> None:
 def test_executor_shutdown_ends_the_workers_too() -> None:
     ex = Executor(max_workers=2, grace=GRACE)
     pool = WorkerPool(2, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
     body = compile_body("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(300)", "<bg-sleep>")
-    busy = ex.submit(TaskSpec(ProcessRunner(body, {}, pool)))
+    busy = ex.submit(TaskSpec(PortablePython(body, {}), backend="process"))
     pool.prestart()
     first_pid(ex, busy)
     pids = pool.pids
@@ -440,17 +439,20 @@ def test_executor_shutdown_ends_the_workers_too() -> None:
 SCRIPT = """
 import os, sys, signal, threading
 from ttasks_ipy.core import EventKind, Executor, TaskSpec, bind, compile_body
-from ttasks_ipy.core.backends.process.pool import ProcessRunner, WorkerPool
+from ttasks_ipy.core.backends.process.backend import ProcessBackend
+from ttasks_ipy.core.backends.process.pool import WorkerPool
+from ttasks_ipy.core.runners.portable import PortablePython
 
 interrupted = []
 signal.signal(signal.SIGINT, lambda *a: interrupted.append(1))  # like the kernel: it gets the Interrupt
 ex = Executor(max_workers=2, grace=0.5)
 pool = WorkerPool(2, grace=0.5, reaper=ex.reaper, timers=ex.timers)
+ex.add_backend(ProcessBackend(pool))
 pool.prestart()
 
 def run(src, ns):
     b = compile_body(src, "<script>")
-    t = ex.submit(TaskSpec(ProcessRunner(b, bind(b, ns), pool)))
+    t = ex.submit(TaskSpec(PortablePython(b, bind(b, ns)), backend="process"))
     seen = threading.Event()
     ex.bus.subscribe(lambda ev: "\\n" in t.output and seen.set(), [EventKind.OUTPUT])
     if "\\n" not in t.output:

@@ -8,8 +8,8 @@
 """
 from __future__ import annotations
 
-from .backends import Backend, SyncBackend, ThreadBackend
-from .context import RunContext, current_task, progress
+from .backends import Backend, BackendStats, Job, JobEvents, SyncBackend, ThreadBackend
+from .context import TaskContext, current_task, progress
 from .errors import (
     CommandFailed,
     InvalidTransition,
@@ -24,8 +24,11 @@ from .errors import (
 )
 from .events import EventBus, EventKind, TaskEvent
 from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
+from .names import check_name
 from .output import TaskOutput
-from .runners.bash import BashRunner, CommandResult, describe_exit
+from .procs import describe_exit
+from .records import TaskRecord
+from .runners.bash import BashRunner, CommandResult
 from .runners.python import CallRunner, PyBody, PythonRunner, bind, compile_body
 from .spec import Runner, TaskSpec
 from .states import TRANSITIONS, TaskState
@@ -38,8 +41,9 @@ _LAZY = {
     "PromptSettings": ".runners.prompt",
     "expand_prompt": ".runners.prompt",
     "WorkerPool": ".backends.process.pool",
-    "ProcessRunner": ".backends.process.pool",
-    "check_picklable": ".backends.process.pool",
+    "ProcessBackend": ".backends.process.backend",
+    "PortablePython": ".runners.portable",
+    "check_picklable": ".runners.portable",
 }
 
 
@@ -54,6 +58,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "Backend",
+    "BackendStats",
     "BashRunner",
     "CallRunner",
     "CommandFailed",
@@ -63,25 +68,29 @@ __all__ = [
     "Executor",
     "ExecutorStats",
     "InvalidTransition",
-    "ProcessRunner",
+    "Job",
+    "JobEvents",
+    "PortablePython",
+    "ProcessBackend",
     "PromptFailed",
     "PromptRunner",
     "PromptSettings",
     "PyBody",
     "PythonRunner",
     "QueueFull",
-    "RunContext",
     "Runner",
     "SpecError",
     "SyncBackend",
     "TRANSITIONS",
     "Task",
     "TaskCancelled",
+    "TaskContext",
     "TaskError",
     "TaskEvent",
     "TaskFailed",
     "TaskNotDone",
     "TaskOutput",
+    "TaskRecord",
     "TaskSpec",
     "TaskState",
     "ThreadBackend",
@@ -89,6 +98,7 @@ __all__ = [
     "WorkerPool",
     "WaitTimeout",
     "bind",
+    "check_name",
     "check_picklable",
     "compile_body",
     "current_task",

@@ -11,11 +11,14 @@ Hierarchy::
      │    ├── CommandFailed         a command exited non-zero; carries its ``CommandResult``
      │    └── PromptFailed          an LLM request failed; keeps the ``partial`` text (core/llm/errors.py)
      ├── TaskCancelled              ``result`` of a cancelled task; raised inside a cancelled task
-     ├── WorkerDied                 a worker process died under its task (core/backends/process/pool.py)
-     ├── ResultError                a worker's result cannot come back (core/backends/process/pool.py)
-     ├── RemoteError                a worker's exception cannot be rebuilt here (core/backends/process/pool.py)
+     ├── WorkerDied                 a worker process died under its task (``before_job``: before it got it)
+     ├── ResultError                a task's result cannot come back from where it ran
+     ├── RemoteError                an exception raised elsewhere that cannot be rebuilt here
      ├── WaitTimeout (TimeoutError) a bounded wait ran out
      └── WaitInsideTask             a task tried to wait for tasks (it could hold the last slot)
+
+``RemoteTraceback`` (not an engine error) is the ``__cause__`` of an exception
+re-raised from another process: its text is the traceback there.
 
 Errors of libraries underneath are translated at one boundary with ``raise ... from``.
 """
@@ -70,3 +73,42 @@ class WaitTimeout(TaskError, TimeoutError):
 
 class WaitInsideTask(TaskError):
     """Waiting for tasks from inside a task is refused: it could deadlock the last slot."""
+
+
+class WorkerDied(TaskError):
+    """The worker process ended while running the task (killed from outside, crashed, failed to start).
+
+    ``before_job`` is True when it ended before the job reached it.
+    """
+
+    def __init__(self, message: str, before_job: bool = False) -> None:
+        super().__init__(message)
+        self.before_job = before_job
+
+
+class ResultError(TaskError):
+    """The task's result cannot be sent back from where it ran (or loaded in the kernel)."""
+
+
+class RemoteError(TaskError):
+    """An exception raised by the task elsewhere that cannot be rebuilt in the kernel.
+
+    ``str()`` is ``'ZeroDivisionError: division by zero'`` style; ``type_name``
+    names the remote type, ``remote_traceback`` is the traceback text.
+    """
+
+    def __init__(self, message: str, type_name: str, remote_traceback: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of a re-raised remote exception: its ``str`` is the traceback text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "in the worker process:\n" + self.text.rstrip("\n")

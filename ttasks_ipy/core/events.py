@@ -10,12 +10,12 @@ import enum
 import logging
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
+    from .records import TaskRecord
     from .task import Task
 
 log = logging.getLogger("ttasks_ipy")
@@ -48,20 +48,26 @@ _TERMINAL_KINDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class TaskEvent:
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
+
+
+class TaskEvent(NamedTuple):
     """One thing that happened to one task.
 
-    ``data`` holds what the kind needs: ``stream``/``text`` for OUTPUT,
-    ``percent``/``message`` for PROGRESS, ``stalled`` for STALLED, ``line`` for
-    READY, ``delay``/``reason`` for RETRYING, ``reason`` for terminal kinds.
+    ``record`` is the task's snapshot at that moment (what views and a ledger
+    read); ``task`` is the live handle, for subscribers in the kernel's own
+    process that hand results over. ``data`` holds what the kind needs:
+    ``stream``/``text`` for OUTPUT, ``percent``/``message`` for PROGRESS,
+    ``stalled`` for STALLED, ``line`` for READY, ``delay``/``reason`` for
+    RETRYING, ``reason`` for terminal kinds.
     """
 
     kind: EventKind
     task: Task
     attempt: int
-    time: float = field(default_factory=time.time)
-    data: dict[str, Any] = field(default_factory=dict)
+    time: float = 0.0
+    data: Mapping[str, Any] = _NO_DATA
+    record: TaskRecord | None = None
 
 
 Subscriber = Callable[[TaskEvent], None]

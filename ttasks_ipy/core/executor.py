@@ -1,13 +1,18 @@
-"""The executor: worker slots, the queue, timeouts, retries, stall detection, cancel.
+"""The executor: worker slots, the queue, backends, timeouts, retries, stall detection, cancel.
 
 State of the scheduler, in prose: ``_running`` counts claimed worker slots,
 ``_queue`` holds QUEUED tasks in arrival order (a cancelled one stays in it and
-is skipped when it comes up: no O(n) removal). A slot is claimed under
-``_lock`` and started outside it with the task's atomic "start unless
-cancelled" change. A slot is freed exactly once per attempt (``_slot_of``),
-when the attempt ends or is cancelled, and the freed slot goes straight to the
-next queued task. Services take no worker slot; they have their own limit.
-Timers (timeout, stall, kill deadline, retry backoff) run on one thread.
+is skipped when it comes up: no O(n) removal). A slot is reserved under
+``_lock`` and the task is then claimed outside it with the task's atomic
+"start unless cancelled" change (``Task.claim``). Each started attempt gets an
+``Attempt``: its ``JobEvents`` (the backend's one channel back) and the
+engine's facts about it (slot, timers, the backend's handle). An attempt ends
+in exactly one place, ``_settle``, whoever ends it (the backend's
+``finished``, a cancel, a timeout): publish the task's terminal event, stop
+the work if it still runs, free the slot once, wake waiters. The freed slot
+goes straight to the next queued task. Services and slotless runners
+(prompts) take no worker slot; services have their own limit. Timers
+(timeout, stall, kill deadline, retry backoff) run on one thread.
 """
 from __future__ import annotations
 
@@ -15,19 +20,18 @@ import collections
 import itertools
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backends import Backend, ThreadBackend
-from .context import RunContext
+from .backends.base import Backend, Job, JobEvents, JobHandle
+from .backends.thread import ThreadBackend
 from .errors import CommandFailed, QueueFull, SpecError, TaskCancelled, WaitTimeout
 from .events import EventBus, EventKind, TaskEvent
 from .output import TaskOutput
@@ -35,12 +39,13 @@ from .reaper import Reaper
 from .spec import TaskSpec
 from .states import TaskState
 from .task import Task, check_not_inside_task
-from .timers import Timers
+from .timers import Timer, Timers
 
 log = logging.getLogger("ttasks_ipy")
 
 ALL_COMPLETED = "all"
 FIRST_COMPLETED = "any"
+_RUNNING, _QUEUED = TaskState.RUNNING, TaskState.QUEUED
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,52 @@ class ExecutorStats:
     total: int
 
 
+class Attempt(JobEvents):
+    """One attempt of one task: the backend's channel back, and what the engine keeps about it."""
+
+    __slots__ = ("task", "number", "backend", "handle", "slot", "service", "timer", "last_activity",
+                 "ready_carry", "timed_out", "over", "stopped", "_ex")
+
+    def __init__(self, ex: Executor, task: Task, number: int, backend: Backend, slot: bool) -> None:
+        self._ex = ex
+        self.task = task
+        self.number = number
+        self.backend = backend
+        self.handle: JobHandle | None = None
+        self.slot = slot
+        self.service = task.spec.service
+        self.timer: Timer | None = None
+        self.last_activity = 0.0
+        self.ready_carry = ""
+        self.timed_out = False
+        #: True once the task no longer belongs to this attempt (ended, cancelled, retried)
+        self.over = False
+        #: True once the work was asked to stop
+        self.stopped = False
+
+    # JobEvents: from the backend's threads
+    def output(self, stream: str, text: str) -> None:
+        if not self.over and text:
+            self._ex.on_output(self, stream, text)
+
+    def progress(self, percent: float | None, message: str | None) -> None:
+        if not self.over:
+            self._ex.on_progress(self, percent, message)
+
+    def placed(self, where: str | None, pid: int | None) -> None:
+        self.task.note_where(self.number, where, pid)
+
+    def finished(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._ex.on_finished(self, value, error)
+
+
 class Executor:
     """Runs tasks in the background under a worker cap.
 
-    ``submit(spec)`` returns a ``Task`` at once. Settings may change while it runs.
+    ``submit(spec)`` returns a ``Task`` at once. ``spec.backend`` chooses where
+    it runs among ``backends`` ('thread' always exists). Settings may change
+    while it runs: ``max_workers`` (``set_max_workers``), ``queue_policy``,
+    ``grace``, ``tail_chars`` and ``file_cap`` apply to what starts next.
     """
 
     def __init__(
@@ -73,19 +120,25 @@ class Executor:
         output_dir: str | os.PathLike[str] | None = None,
         keep_tasks: int = 10_000,
         backend: Backend | None = None,
+        backends: Iterable[Backend] = (),
         bus: EventBus | None = None,
     ) -> None:
         self.max_workers = max_workers or max(4, os.cpu_count() or 1)
         self.max_services = max_services
         self.queue_policy = queue_policy
-        self.grace = grace
         self.tail_chars = tail_chars
         self.file_cap = file_cap
         self.keep_tasks = keep_tasks
         self.bus = bus or EventBus()
-        self.backend = backend or ThreadBackend()
         self.timers = Timers()
         self.reaper = Reaper(grace)
+        self._grace = grace
+        self._backends: dict[str, Backend] = {"thread": ThreadBackend()}
+        if backend is not None:  # the default backend for specs that say 'thread'
+            self._backends["thread"] = backend
+            self._backends[backend.name] = backend
+        for b in backends:
+            self._backends[b.name] = b
         self._own_dir = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ttasks-"))
         os.chmod(self.output_dir, 0o700)
@@ -97,11 +150,33 @@ class Executor:
         self._finished_ids: collections.deque[int] = collections.deque()
         self._running = 0
         self._services = 0
-        self._slot_of: dict[int, int] = {}  # task id -> attempt holding a worker slot
-        self._contexts: dict[int, RunContext] = {}
-        self._lingering: set[int] = set()
+        self._attempts: dict[int, Attempt] = {}  # task id -> its current attempt
+        self._lingering: set[Attempt] = set()  # stopped thread attempts whose code still runs
         self._after_wait: list[Callable[[list[Task]], None]] = []
         self._closed = False
+
+    # ---- settings --------------------------------------------------------
+    @property
+    def grace(self) -> float:
+        """Seconds between SIGTERM and SIGKILL when a task's process tree is ended."""
+        return self._grace
+
+    @grace.setter
+    def grace(self, value: float) -> None:
+        self._grace = value
+        self.reaper.set_grace(value)
+
+    def add_backend(self, backend: Backend) -> None:
+        """Make ``backend`` available to specs that name it."""
+        self._backends[backend.name] = backend
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``; ``SpecError`` naming the known ones if there is none."""
+        b = self._backends.get(name)
+        if b is None:
+            known = ", ".join(sorted(self._backends))
+            raise SpecError(f"no backend called {name!r} (known: {known})")
+        return b
 
     # ---- submitting ----------------------------------------------------
     def submit(
@@ -119,49 +194,47 @@ class Executor:
         one of them does not.
 
         Raises ``SpecError`` if the name is taken by an active task (unless
-        ``replace``, which cancels that task) and ``QueueFull`` when the policy
-        or the service limit refuses it.
+        ``replace``, which cancels that task) or the backend is unknown, and
+        ``QueueFull`` when the policy or the service limit refuses it.
         """
         if self._closed:
             raise QueueFull("the executor is shut down")
+        self.backend(spec.backend)
+        old = None
         with self._lock:
             if spec.name is not None:
                 old = self._by_name.get(spec.name)
-                if old is not None and old.state.active:
-                    if not replace:
-                        raise SpecError(
-                            f"a task named {spec.name!r} is {old.status}: choose another name, "
-                            "or pass replace to cancel it"
-                        )
-                else:
+                if old is not None and old.state.terminal:
                     old = None
-            else:
-                old = None
-            if spec.service:
-                if self._services >= self.max_services:
-                    raise QueueFull(
-                        f"{self._services} services are running (max_services={self.max_services}): "
-                        "cancel one first"
+                if old is not None and not replace:
+                    raise SpecError(
+                        f"a task named {spec.name!r} is {old.status}: choose another name, "
+                        "or pass replace to cancel it"
                     )
-            if not (hold or after) and not spec.service and getattr(spec.runner, "needs_worker_slot", True):
-                if self.queue_policy == "reject" and self._running >= self.max_workers:
-                    raise QueueFull(
-                        f"all {self.max_workers} workers are busy and queue_policy is 'reject': "
-                        "wait, cancel a task, or raise max_workers"
-                    )
+            if spec.service and self._services >= self.max_services:
+                raise QueueFull(
+                    f"{self._services} services are running (max_services={self.max_services}): cancel one first"
+                )
+            if (not (hold or after) and not spec.service and spec.runner.needs_worker_slot
+                    and self.queue_policy == "reject" and self._running >= self.max_workers):
+                raise QueueFull(
+                    f"all {self.max_workers} workers are busy and queue_policy is 'reject': "
+                    "wait, cancel a task, or raise max_workers"
+                )
             tid = next(self._ids)
             output = TaskOutput(self.output_dir / str(tid), tail_chars=self.tail_chars, file_cap=self.file_cap)
             task = Task(self, tid, spec, output)
             self._tasks[tid] = task
             if spec.name is not None:
                 self._by_name[spec.name] = task
-            self._forget_old_locked()
+            if len(self._tasks) > self.keep_tasks:
+                self._forget_old_locked()
         task.add_done_callback(self._remember_finished)
         if old is not None:
             self.cancel(old, "replaced")
         deps = list(after)
         if hold or deps:
-            self._publish(TaskEvent(EventKind.PENDING, task, 0))
+            self._publish(TaskEvent(EventKind.PENDING, task, 0, time.time(), record=task.record()))
             if deps:
                 self._hold_for(task, deps)
         else:
@@ -192,33 +265,25 @@ class Executor:
 
     def release(self, task: Task) -> None:
         """Let a PENDING task run (queue it for a worker slot)."""
-        if task.state is TaskState.PENDING:
-            self._enqueue(task)
+        self._enqueue(task)
 
     def block(self, task: Task, blocked_by: list[str], reason: str | None = None) -> bool:
         """End a PENDING (or QUEUED) task as BLOCKED because ``blocked_by`` did not succeed."""
-        with task._lock:
-            if task.state not in (TaskState.PENDING, TaskState.QUEUED):
-                return False
-            task.blocked_by = list(blocked_by)
-            ev = task._change_locked(
-                TaskState.BLOCKED, None, reason=reason or f"blocked by {', '.join(blocked_by)}"
-            )
+        ev = task.block(blocked_by, reason)
         if ev is None:
             return False
-        self._publish(ev)
-        task._finish_callbacks()
+        self._settle(task, ev, None)
         return True
 
     def reset(self, task: Task) -> None:
         """Put a finished task back to PENDING for a rerun; ``release`` it to run again."""
         if not task.state.terminal:
             raise SpecError(f"task {task.label} is {task.status}: only a finished task can be reset")
-        materialize = getattr(task.value, "_read", None)
+        materialize = getattr(task.value, "materialize", None)
         if materialize is not None:
             materialize()  # a result handed out earlier keeps its own output
         task.output_buffer.clear()
-        self._publish(task._reset())
+        self._publish(task.reset())
 
     def _forget_old_locked(self) -> None:
         """Forget the oldest finished tasks beyond ``keep_tasks`` (O(1) amortised per submit)."""
@@ -231,19 +296,20 @@ class Executor:
                 del self._by_name[t.name]
 
     def _enqueue(self, task: Task) -> None:
-        ev = task._change(TaskState.QUEUED)
-        if ev is None or task.state is not TaskState.QUEUED:
+        ev = task.enqueue()
+        if ev is None:
             return
         self._publish(ev)
         self._admit(task)
 
     def _admit(self, task: Task) -> None:
         """Start a QUEUED task: a service or slotless runner (prompts) at once, else via the queue."""
-        if task.spec.service:
+        spec = task.spec
+        if spec.service:
             with self._lock:
                 self._services += 1
             self._start(task, slot=False)
-        elif not getattr(task.spec.runner, "needs_worker_slot", True):
+        elif not spec.runner.needs_worker_slot:
             self._start(task, slot=False)  # bounded by the runner itself (prompts: a semaphore)
         else:
             self._queue_and_fill(task)
@@ -255,237 +321,238 @@ class Executor:
                 self._queue.append(task)
             while self._queue and self._running < self.max_workers:
                 t = self._queue.popleft()
-                if t.state is not TaskState.QUEUED:
+                if t.state is not _QUEUED:
                     continue
                 self._running += 1
-                self._slot_of[t.id] = t.attempt + 1
                 to_start.append(t)
         for t in to_start:
             self._start(t, slot=True)
 
     def _start(self, task: Task, *, slot: bool) -> None:
-        ev = task._change(TaskState.RUNNING)
-        if ev is None or task.state is not TaskState.RUNNING:  # cancelled while queued
+        ev = task.claim()
+        if ev is None:  # cancelled (or blocked) while queued
             if slot:
-                self._release_slot(task, task.attempt + 1)
+                self._give_back_slot()
             elif task.spec.service:
                 self._release_service()
             return
-        ctx = RunContext(task, task.attempt, self._on_output, self._on_progress)
-        ctx.process = bool(getattr(task.spec.runner, "runs_in_process", False))
-        with self._lock:
-            self._contexts[task.id] = ctx
-        self._publish(ev)
         spec = task.spec
+        backend = self._backends[spec.backend]
+        attempt = Attempt(self, task, ev.attempt, backend, slot)
+        with self._lock:
+            self._attempts[task.id] = attempt
+        task.publish_in_order(ev, self.bus.publish)
         if spec.timeout is not None:
-            ctx.timeout_timer = self.timers.schedule(spec.timeout, lambda: self._timed_out(ctx))
+            attempt.timer = self.timers.schedule(spec.timeout, lambda: self._timed_out(attempt))
         if spec.stall is not None:
-            ctx.last_activity = time.monotonic()
-            self.timers.schedule(spec.stall, lambda: self._check_stall(ctx))
-        self.backend.start(lambda: self._run_attempt(ctx), f"ttasks-{task.label}")
-
-    # ---- running -------------------------------------------------------
-    def _run_attempt(self, ctx: RunContext) -> None:
-        task = ctx.task
-        token = ctx.activate()
+            attempt.last_activity = time.monotonic()
+            self.timers.schedule(spec.stall, lambda: self._check_stall(attempt))
         try:
-            value = task.spec.runner.run(ctx)
-        except TaskCancelled:
-            self._end_attempt(ctx, TaskState.CANCELLED, reason="cancelled")
-        except CommandFailed as e:
-            self._end_attempt(ctx, TaskState.FAILED, value=e.result, has_value=True, reason=str(e))
-        except BaseException as e:  # the task's own failure, whatever it is
-            if ctx.cancelled:
-                self._end_attempt(ctx, TaskState.CANCELLED, reason="cancelled")
-            else:
-                tb = _user_traceback(e)
-                self._end_attempt(ctx, TaskState.FAILED, exception=e, tb=tb, reason=f"{type(e).__name__}: {e}")
-        else:
-            self._end_attempt(ctx, TaskState.SUCCEEDED, value=value, has_value=True, reason="succeeded")
-        finally:
-            ctx.deactivate(token)
-            with self._lock:
-                if self._contexts.get(task.id) is ctx:
-                    del self._contexts[task.id]
-                self._lingering.discard(id(ctx))
-            task.output_buffer.close()
+            job = Job(spec.runner.resolve(), task.label, task.id, attempt.number, task.output_buffer, self)
+            attempt.handle = backend.submit(job, attempt)
+        except Exception as e:  # the backend could not take it (e.g. a runner that cannot be sent)
+            attempt.finished(error=e)
+            return
+        if attempt.over and not attempt.stopped:
+            # cancelled while the backend took it: the cancel could not reach the handle yet
+            self._stop(attempt)
 
-    def _end_attempt(
-        self,
-        ctx: RunContext,
-        state: TaskState,
-        *,
-        value: Any = None,
-        has_value: bool = False,
-        exception: BaseException | None = None,
-        tb: str | None = None,
-        reason: str,
-    ) -> None:
-        task = ctx.task
-        timer = ctx.timeout_timer
+    # ---- the end of an attempt -----------------------------------------
+    def on_finished(self, attempt: Attempt, value: Any, error: BaseException | None) -> None:
+        """The backend says the attempt ended (``JobEvents.finished``); settles the task unless it lost a race."""
+        task = attempt.task
+        timer = attempt.timer
         if timer is not None:
             timer.cancel()
-        if task.attempt != ctx.attempt or task.state is not TaskState.RUNNING:
-            self._free(task, ctx)  # this attempt lost a race to cancel, timeout or retry
+        with self._lock:
+            self._lingering.discard(attempt)
+            if self._attempts.get(task.id) is attempt:
+                del self._attempts[task.id]
+        task.output_buffer.close()
+        if attempt.over:
+            self._free(attempt)  # cancelled, timed out or retried already: only the slot is left to give back
             return
-        if state is TaskState.FAILED and self._retry(ctx, reason):
-            return
-        with task._lock:
-            if task.attempt != ctx.attempt or task.state.terminal:
-                ev = None  # lost the race to cancel or timeout
+        n = attempt.number
+        if error is None:
+            ev = task.finish(n, TaskState.SUCCEEDED, "succeeded", value=value)
+        elif isinstance(error, TaskCancelled):
+            ev = task.finish(n, TaskState.CANCELLED, "cancelled")
+        else:
+            if isinstance(error, CommandFailed):
+                reason, kept = str(error), {"value": error.result}
+                exc, tb = None, None
             else:
-                if has_value:
-                    task.value, task.has_value = value, True
-                task.exception, task.traceback = exception, tb
-                ev = task._change_locked(state, ctx.attempt, reason=reason)
-        # the end is published before the slot goes to the next task, so that
-        # subscribers never see more than max_workers running
-        self._publish(ev)
-        self._free(task, ctx)
-        if ev is not None:
-            task._finish_callbacks()
+                reason, kept = f"{type(error).__name__}: {error}", {}
+                exc, tb = error, _user_traceback(error)
+            if self._retry(attempt, reason):
+                return
+            ev = task.finish(n, TaskState.FAILED, reason, exception=exc, tb=tb, **kept)
+        self._settle(task, ev, attempt)
 
-    def _retry(self, ctx: RunContext, reason: str) -> bool:
-        task = ctx.task
-        if task.attempt > task.spec.retries or ctx.cancelled and not ctx.timed_out:
+    def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None) -> None:
+        """The one ending of a task: publish its terminal event, stop the work, free the slot, wake waiters.
+
+        The end is published before the slot goes to the next task, so that
+        subscribers never see more than ``max_workers`` running.
+        """
+        if attempt is not None:
+            attempt.over = True
+            if attempt.timer is not None:
+                attempt.timer.cancel()
+        task.publish_in_order(ev, self.bus.publish)
+        if attempt is not None:
+            with self._lock:
+                still_running = self._attempts.get(task.id) is attempt
+            if still_running and not attempt.stopped:
+                self._stop(attempt)
+            self._free(attempt)
+        if ev is not None:
+            task.notify_done()
+
+    def _retry(self, attempt: Attempt, reason: str) -> bool:
+        task = attempt.task
+        if attempt.number > task.spec.retries or (attempt.stopped and not attempt.timed_out):
             return False
-        delay = task.spec.backoff * (2 ** (task.attempt - 1))
-        ev = task._change(TaskState.QUEUED, ctx.attempt, reason=reason)
+        ev = task.requeue(attempt.number, reason)
         if ev is None:
             return False
-        self._publish(TaskEvent(EventKind.RETRYING, task, ctx.attempt, data={"delay": delay, "reason": reason}))
-        self._free(task, ctx)
+        attempt.over = True
+        delay = task.spec.backoff * (2 ** (attempt.number - 1))
+        self._publish(ev)
+        self._publish(TaskEvent(EventKind.RETRYING, task, attempt.number, time.time(),
+                                {"delay": delay, "reason": reason}, task.record()))
+        self._free(attempt)
         task.output_buffer.clear()
 
         def again() -> None:
-            if task.state is TaskState.QUEUED:
+            if task.state is _QUEUED:
                 self._admit(task)
 
         self.timers.schedule(delay, again)
         return True
 
-    def _free(self, task: Task, ctx: RunContext) -> None:
-        if task.spec.service:
-            with self._lock:
-                if ctx.service_freed:
-                    return
-                ctx.service_freed = True
-            self._release_service()
-        else:
-            self._release_slot(task, ctx.attempt)
+    def _free(self, attempt: Attempt) -> None:
+        """Give back the attempt's worker slot or service place, once."""
+        with self._lock:
+            if attempt.slot:
+                attempt.slot = False
+                slot = True
+            elif attempt.service:
+                attempt.service = False
+                self._services = max(0, self._services - 1)
+                return
+            else:
+                return
+        if slot:
+            self._give_back_slot()
+
+    def _give_back_slot(self) -> None:
+        with self._lock:
+            self._running -= 1
+        self._queue_and_fill(None)
 
     def _release_service(self) -> None:
         with self._lock:
             self._services = max(0, self._services - 1)
 
-    def _release_slot(self, task: Task, attempt: int) -> None:
-        with self._lock:
-            if self._slot_of.get(task.id) != attempt:
-                return
-            del self._slot_of[task.id]
-            self._running -= 1
-        self._queue_and_fill(None)
+    def _stop(self, attempt: Attempt) -> None:
+        """Ask the backend to stop the attempt's work; returns at once."""
+        attempt.stopped = True
+        handle = attempt.handle
+        if handle is None:
+            return  # not submitted yet: _start stops it right after submit
+        try:
+            attempt.backend.cancel(handle)
+        except Exception:
+            log.exception("stopping task %s failed", attempt.task.label)
+        if attempt.task.kind == "python" and not attempt.backend.remote:
+            with self._lock:
+                if self._attempts.get(attempt.task.id) is attempt:
+                    self._lingering.add(attempt)
 
     # ---- output, progress, stall, ready --------------------------------
-    def _on_output(self, ctx: RunContext, stream: str, text: str) -> None:
-        task = ctx.task
-        if task.attempt != ctx.attempt or task.state is not TaskState.RUNNING:
-            return
+    def on_output(self, attempt: Attempt, stream: str, text: str) -> None:
+        """Text from the attempt (``JobEvents.output``): kept, published, watched for stall and ready."""
+        task = attempt.task
         task.output_buffer.append(stream, text)
-        if task.spec.stall is not None:
-            ctx.last_activity = time.monotonic()
-            if task.stalled:
-                task.stalled = False
-                self._publish(TaskEvent(EventKind.STALLED, task, ctx.attempt, data={"stalled": False}))
-        self._publish(TaskEvent(EventKind.OUTPUT, task, ctx.attempt, data={"stream": stream, "text": text}))
-        if task.spec.ready is not None and task.ready_line is None:
-            self._check_ready(ctx, text)
+        spec = task.spec
+        if spec.stall is not None:
+            attempt.last_activity = time.monotonic()
+            if task.stalled and task.note_stalled(attempt.number, False):
+                self._publish(TaskEvent(EventKind.STALLED, task, attempt.number, time.time(),
+                                        {"stalled": False}, task.record()))
+        self.bus.publish(TaskEvent(EventKind.OUTPUT, task, attempt.number, time.time(),
+                                   {"stream": stream, "text": text}, task.record()))
+        if spec.ready_pattern is not None and task.ready_line is None:
+            self._check_ready(attempt, text)
 
-    def _check_ready(self, ctx: RunContext, text: str) -> None:
-        task = ctx.task
-        carry = ctx.ready_carry + text
-        lines = re.split(r"[\r\n]", carry)
-        ctx.ready_carry = lines[-1][-4096:]
-        pattern = task.spec._ready_re
+    def _check_ready(self, attempt: Attempt, text: str) -> None:
+        task = attempt.task
+        pattern = task.spec.ready_pattern
+        assert pattern is not None
+        carry = attempt.ready_carry + text
+        lines = carry.replace("\r", "\n").split("\n")
+        attempt.ready_carry = lines[-1][-4096:]
         for line in lines:
-            if pattern.search(line):
-                task.ready_line = line
-                self._publish(TaskEvent(EventKind.READY, task, ctx.attempt, data={"line": line}))
+            if pattern.search(line) and task.note_ready(line):
+                self._publish(TaskEvent(EventKind.READY, task, attempt.number, time.time(),
+                                        {"line": line}, task.record()))
                 return
 
-    def _on_progress(self, ctx: RunContext, percent: float | None, message: str | None) -> None:
-        task = ctx.task
-        if task.attempt != ctx.attempt:
-            return
+    def on_progress(self, attempt: Attempt, percent: float | None, message: str | None) -> None:
+        """Progress from the attempt (``JobEvents.progress``), clamped to 0-100."""
+        task = attempt.task
         if percent is not None:
-            percent = min(100.0, max(0.0, float(percent)))
-        task.progress = (percent, message)
-        ctx.last_activity = time.monotonic()
-        self._publish(TaskEvent(EventKind.PROGRESS, task, ctx.attempt, data={"percent": percent, "message": message}))
-
-    def _check_stall(self, ctx: RunContext) -> None:
-        task = ctx.task
-        if task.state is not TaskState.RUNNING or task.attempt != ctx.attempt:
+            try:
+                percent = min(100.0, max(0.0, float(percent)))
+            except (TypeError, ValueError):
+                percent = None
+            if percent is not None and percent != percent:  # NaN
+                percent = None
+        if not task.note_progress(attempt.number, percent, message):
             return
-        quiet = time.monotonic() - ctx.last_activity
+        attempt.last_activity = time.monotonic()
+        self._publish(TaskEvent(EventKind.PROGRESS, task, attempt.number, time.time(),
+                                {"percent": percent, "message": message}, task.record()))
+
+    def _check_stall(self, attempt: Attempt) -> None:
+        task = attempt.task
+        if attempt.over:
+            return
+        quiet = time.monotonic() - attempt.last_activity
         stall = task.spec.stall
         assert stall is not None
-        if quiet >= stall and not task.stalled:
-            task.stalled = True
-            self._publish(TaskEvent(EventKind.STALLED, task, ctx.attempt, data={"stalled": True, "quiet": quiet}))
+        if quiet >= stall and task.note_stalled(attempt.number, True):
+            self._publish(TaskEvent(EventKind.STALLED, task, attempt.number, time.time(),
+                                    {"stalled": True, "quiet": quiet}, task.record()))
         again = max(stall - quiet, stall / 4) if quiet < stall else stall / 2
-        self.timers.schedule(again, lambda: self._check_stall(ctx))
+        self.timers.schedule(again, lambda: self._check_stall(attempt))
 
     # ---- cancel and timeout --------------------------------------------
     def cancel(self, task: Task, reason: str = "cancelled") -> bool:
         """Cancel ``task``; returns at once. False if it had already finished."""
-        with task._lock:
-            was_running = task.state is TaskState.RUNNING
-            ev = task._change_locked(TaskState.CANCELLED, None, reason=reason)
+        ev = task.cancel_now(reason)
         if ev is None:
             return False
-        ctx = self._contexts.get(task.id) if was_running else None
-        if ctx is not None:
-            self._stop_attempt(ctx)
-        self._publish(ev)
-        if ctx is not None:
-            self._free(task, ctx)
-        task._finish_callbacks()
+        with self._lock:
+            attempt = self._attempts.get(task.id)
+        self._settle(task, ev, attempt)
         return True
 
-    def _stop_attempt(self, ctx: RunContext) -> None:
-        ctx.mark_cancelled()
-        timer = ctx.timeout_timer
-        if timer is not None:
-            timer.cancel()
-        try:
-            ctx.task.spec.runner.cancel(ctx)
-        except Exception:
-            log.exception("stopping task %s failed", ctx.task.label)
-        if ctx.task.kind == "python" and not ctx.process:
-            with self._lock:
-                if self._contexts.get(ctx.task.id) is ctx:
-                    self._lingering.add(id(ctx))
-
-    def _timed_out(self, ctx: RunContext) -> None:
-        task = ctx.task
-        if task.state is not TaskState.RUNNING or task.attempt != ctx.attempt:
+    def _timed_out(self, attempt: Attempt) -> None:
+        task = attempt.task
+        if attempt.over:
             return
         reason = f"timed out after {task.spec.timeout:g}s"
-        ctx.timed_out = True
-        if task.attempt <= task.spec.retries:
-            # change the state first: the stopped attempt's own end is then a lost race
-            if self._retry(ctx, reason):
-                self._stop_attempt(ctx)
+        attempt.timed_out = True
+        if attempt.number <= task.spec.retries:
+            # requeue first: the stopped attempt's own end is then a lost race
+            if self._retry(attempt, reason):
+                self._stop(attempt)
             return
-        with task._lock:
-            ev = task._change_locked(TaskState.FAILED, ctx.attempt, reason=reason)
-        if ev is None:
-            return
-        self._publish(ev)
-        self._stop_attempt(ctx)
-        self._free(task, ctx)
-        task._finish_callbacks()
+        ev = task.finish(attempt.number, TaskState.FAILED, reason)
+        if ev is not None:
+            self._settle(task, ev, attempt)
 
     # ---- waiting -------------------------------------------------------
     def wait(self, tasks: Iterable[Task], timeout: float | None = None, return_when: str = ALL_COMPLETED) -> list[Task]:
@@ -543,7 +610,7 @@ class Executor:
         """The task with id ``key`` (int or digits, '#3' too), or the latest task named ``key``."""
         if isinstance(key, str):
             k = key.lstrip("#")
-            if k.isdigit():
+            if k.isascii() and k.isdigit():
                 key = int(k)
             else:
                 return self._by_name.get(key)
@@ -558,17 +625,21 @@ class Executor:
         with self._lock:
             return ExecutorStats(
                 running=self._running,
-                queued=sum(1 for t in self._queue if t.state is TaskState.QUEUED),
+                queued=sum(1 for t in self._queue if t.state is _QUEUED),
                 services=self._services,
                 lingering=len(self._lingering),
                 max_workers=self.max_workers,
                 total=len(self._tasks),
             )
 
+    def backends(self) -> Mapping[str, Backend]:
+        """The backends by name."""
+        return dict(self._backends)
+
     def set_max_workers(self, n: int) -> None:
         """Change the worker cap; queued tasks start at once if it grew."""
-        if n < 1:
-            raise SpecError(f"max_workers must be >= 1, not {n}")
+        if not isinstance(n, int) or n < 1:
+            raise SpecError(f"max_workers must be a whole number >= 1, not {n!r}")
         self.max_workers = n
         self._queue_and_fill(None)
 
@@ -582,24 +653,27 @@ class Executor:
         if self._closed:
             return
         self._closed = True
-        contexts = list(self._contexts.values())
+        with self._lock:
+            pids = [t.pid for t in (a.task for a in self._attempts.values()) if t.pid]
         self.cancel_all("kernel shutdown")
         from .procs import kill_tree_now
 
-        for ctx in contexts:
-            sid = ctx.sid
-            if sid:
-                kill_tree_now(sid, kill_grace)
+        for pid in pids:
+            kill_tree_now(pid, kill_grace)
+        for b in set(self._backends.values()):
+            try:
+                b.shutdown()
+            except Exception:
+                log.exception("shutting down backend %s failed", b.name)
         self.reaper.close()
         self.timers.close()
-        self.backend.shutdown()
         self.bus.close()
         if self._own_dir:
             shutil.rmtree(self.output_dir, ignore_errors=True)
 
     def _publish(self, ev: TaskEvent | None) -> None:
         if ev is not None:
-            self.bus.publish(ev)
+            ev.task.publish_in_order(ev, self.bus.publish)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

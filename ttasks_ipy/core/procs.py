@@ -16,6 +16,16 @@ from .timers import Timers
 log = logging.getLogger("ttasks_ipy")
 
 
+def describe_exit(returncode: int) -> str:
+    """'exit status 2', 'killed by SIGTERM' or 'killed by signal 99'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
 def session_members(sid: int) -> list[int]:
     """Live (not zombie) processes whose session id is ``sid``."""
     members = []

@@ -1,43 +1,74 @@
 """What to run and how: ``TaskSpec``, and the ``Runner`` interface each task kind implements."""
 from __future__ import annotations
 
+import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
+from .names import check_name
 
 if TYPE_CHECKING:
-    from .context import RunContext
+    from .context import TaskContext
+
+#: the longest timeout, stall or backoff accepted (a year): beyond it a number is a mistake
+MAX_SECONDS = 365 * 24 * 3600.0
 
 
 class Runner(ABC):
-    """Runs one attempt of a task. One instance per task; ``run`` may be called again on retry."""
+    """Runs one attempt of a task. One instance per task; ``run`` may be called again on retry.
 
-    #: 'bash', 'python', 'prompt', 'call'
-    kind: str = "call"
+    A runner does not know where it runs: the backend hands it a
+    ``TaskContext`` that is local (a thread of the kernel) or forwards output
+    and progress from another process. A runner that blocks registers how to
+    stop itself with ``ctx.on_cancel(abort)``. Runners of backends that leave
+    the kernel's process are pickled with cloudpickle.
+    """
+
+    #: 'bash', 'python', 'prompt'
+    kind: str = "python"
+    #: False for runners that wait on the network, not the CPU (prompts): no worker slot
+    needs_worker_slot: bool = True
 
     @abstractmethod
-    def run(self, ctx: RunContext) -> Any:
-        """Run the attempt on the calling (worker) thread; return the value or raise.
+    def run(self, ctx: TaskContext) -> Any:
+        """Run the attempt; return the value or raise.
 
         Output goes through ``ctx.output(stream, text)``, progress through
         ``ctx.progress``. Raising ``TaskCancelled`` after ``ctx.cancelled`` is set
-        is how a cooperative runner stops.
+        is how a runner says it stopped.
         """
 
-    def cancel(self, ctx: RunContext) -> None:
-        """Stop the attempt running under ``ctx``; must return at once (default: cooperative only)."""
-
     def describe(self) -> str:
-        """One line saying what runs, for lists and notices."""
+        """One secret-free line saying what runs, for lists, notices and records."""
         return self.kind
+
+    def resolve(self) -> Runner:
+        """The runner that does the work of the attempt starting now (a stand-in returns the real one)."""
+        return self
+
+
+def check_seconds(label: str, value: float | None, *, allow_zero: bool = False) -> float | None:
+    """``value`` if it is a finite number of seconds within bounds (> 0, or >= 0), else ``SpecError``."""
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
+        low = ">= 0" if allow_zero else "> 0"
+        raise SpecError(f"{label} must be a number of seconds {low} and at most {MAX_SECONDS:.0f} "
+                        f"(a year), not {value!r}")
+    return float(value)
 
 
 @dataclass
 class TaskSpec:
-    """A task as the user asked for it. Validated on creation; raises ``SpecError``."""
+    """A task as the user asked for it. Validated on creation; raises ``SpecError``.
+
+    ``backend`` names where it runs: 'thread' (default), 'process', or any
+    other backend the executor was given.
+    """
 
     runner: Runner
     name: str | None = None
@@ -47,23 +78,22 @@ class TaskSpec:
     stall: float | None = None
     service: bool = False
     ready: str | None = None
-    #: free-form facts the kernel layer keeps with the task (delivery targets, source)
+    backend: str = "thread"
+    #: free-form facts a caller keeps with the task (the kernel layer keeps its own in typed objects)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.name is not None and not self.name.isidentifier():
-            raise SpecError(f"task name {self.name!r} is not an identifier: use letters, digits and _")
-        for label in ("timeout", "stall"):
-            v = getattr(self, label)
-            if v is not None and not v > 0:
-                raise SpecError(f"{label} must be a positive number of seconds, not {v!r}")
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise SpecError(f"retries must be a whole number >= 0, not {self.retries!r}")
-        if not self.backoff >= 0:
-            raise SpecError(f"backoff must be >= 0 seconds, not {self.backoff!r}")
+        if self.name is not None:
+            check_name(self.name, "task")
+        self.timeout = check_seconds("timeout", self.timeout)
+        self.stall = check_seconds("stall", self.stall)
+        self.backoff = check_seconds("backoff", self.backoff, allow_zero=True) or 0.0
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or not 0 <= self.retries <= 1000:
+            raise SpecError(f"retries must be a whole number from 0 to 1000, not {self.retries!r}")
+        self.ready_pattern: re.Pattern[str] | None = None
         if self.ready is not None:
             try:
-                self._ready_re = re.compile(self.ready)
+                self.ready_pattern = re.compile(self.ready)
             except re.error as e:
                 raise SpecError(f"ready pattern {self.ready!r} is not a valid regular expression: {e}") from e
         if self.service and self.stall is not None:

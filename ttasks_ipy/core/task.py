@@ -1,12 +1,18 @@
-"""``Task``: one unit of work, its state machine, and the handle a user keeps.
+"""``Task``: one unit of work, the handle a user keeps, and the owner of its state machine.
 
-Every state change goes through ``_change`` under the task's lock and returns
-the event to publish; the caller publishes after releasing the lock. Whoever
-wins a race (finish, cancel, timeout) makes the one terminal change; the
-loser's change is refused quietly.
+Every state change goes through one of the executor-side methods below
+(``enqueue``, ``claim``, ``finish``, ``requeue``, ``cancel_now``, ``block``,
+``reset``), each under the task's lock and each returning the event to
+publish (None when the change lost a race and was refused quietly). The
+caller publishes outside the lock, through ``publish_in_order``: an event made
+while the STARTED event of a claim is still on its way (a cancel landing
+between the claim and its publication) is held back and published right after
+it, so subscribers never see STARTED after CANCELLED. One terminal event per
+attempt, whoever wins (finish, cancel, timeout, start).
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,15 +25,17 @@ from .errors import (
     TaskFailed,
     TaskNotDone,
     WaitInsideTask,
-    WaitTimeout,
 )
 from .events import EventKind, TaskEvent
 from .output import TaskOutput
+from .records import TaskRecord
 from .spec import TaskSpec
 from .states import TaskState, can_change
 
 if TYPE_CHECKING:
     from .executor import Executor
+
+log = logging.getLogger("ttasks_ipy")
 
 _EVENT_FOR_STATE = {
     TaskState.PENDING: EventKind.PENDING,
@@ -38,6 +46,9 @@ _EVENT_FOR_STATE = {
     TaskState.CANCELLED: EventKind.CANCELLED,
     TaskState.BLOCKED: EventKind.BLOCKED,
 }
+_RUNNING = TaskState.RUNNING
+_NO_VALUE = object()
+Publish = Callable[[TaskEvent], None]
 
 
 class Task:
@@ -80,6 +91,16 @@ class Task:
         self.displays: list[dict[str, Any]] = []
         #: pid of the attempt's process (session leader), for commands and worker processes
         self.pid: int | None = None
+        #: where the current attempt runs, as its backend says (a pid, a worker address)
+        self.where: str | None = None
+        #: the names delivered into the user's namespace
+        self.delivered: tuple[str, ...] = ()
+        # ordering of events around a claim (see the module docstring)
+        self._starting = False
+        self._held: list[TaskEvent] = []
+        self._notify_held = False
+        self._record: TaskRecord | None = None
+        self._description: str | None = None
 
     # ---- reading -------------------------------------------------------
     @property
@@ -90,8 +111,8 @@ class Task:
     @property
     def status(self) -> str:
         """The state as a word, with ``stalled`` when a running task went quiet."""
-        s = self.state.value
-        return "stalled" if (self.stalled and self.state is TaskState.RUNNING) else s
+        s = self.state
+        return "stalled" if (self.stalled and s is _RUNNING) else s.value
 
     def done(self) -> bool:
         """True once the task is in a terminal state."""
@@ -146,6 +167,27 @@ class Task:
         """The task's stderr (the whole of it as kept)."""
         return self.output_buffer.read("stderr")
 
+    def record(self) -> TaskRecord:
+        """A frozen, secret-free snapshot of the task now (cached until the task changes)."""
+        rec = self._record
+        if rec is None:
+            rec = self._record = self._snapshot()
+        return rec
+
+    def _snapshot(self) -> TaskRecord:
+        spec = self.spec
+        if self._description is None:
+            self._description = spec.runner.describe()
+        pct, msg = self.progress
+        path = self.output_buffer.path
+        error = self.error
+        return TaskRecord(
+            self.id, self.name, self.kind, self._description, self.state, self.status, self.reason,
+            self.attempt, spec.retries, self.created, self.started, self.finished, pct, msg, spec.backend,
+            self.where, None if path is None else str(path), tuple(self.blocked_by), self.delivered,
+            error.splitlines()[0] if error else None,
+        )
+
     # ---- acting --------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> bool:
         """Cancel the task; returns at once. False if it had already finished."""
@@ -159,7 +201,7 @@ class Task:
     def add_done_callback(self, fn: Callable[[Task], None]) -> None:
         """Call ``fn(task)`` once the task is done (at once if it already is)."""
         with self._lock:
-            if not self.state.terminal:
+            if not self._done.is_set():
                 self._callbacks.append(fn)
                 return
         fn(self)
@@ -168,41 +210,179 @@ class Task:
         """Low-level: block on this task alone; True if done."""
         return self._done.wait(timeout)
 
-    # ---- state machine (engine side) -----------------------------------
-    def _change(self, new: TaskState, attempt: int | None = None, **data: Any) -> TaskEvent | None:
-        """Change state under the lock. Returns the event, or None if refused quietly.
+    # ---- the state machine, for executors --------------------------------
+    def enqueue(self) -> TaskEvent | None:
+        """PENDING -> QUEUED (waiting for a slot)."""
+        with self._lock:
+            if self.state is not TaskState.PENDING:
+                return None
+            return self._change(TaskState.QUEUED, {})
 
-        A change for another attempt than the current one, or out of a terminal
-        state, is a lost race and is refused quietly; any other change the table
-        does not allow raises ``InvalidTransition``.
+    def claim(self) -> TaskEvent | None:
+        """QUEUED -> RUNNING unless cancelled meanwhile: starts attempt ``attempt + 1``.
+
+        The STARTED event returned must be published with ``publish_in_order``;
+        until then, events of other changes are held back.
         """
         with self._lock:
-            return self._change_locked(new, attempt, **data)
+            if self.state.terminal:
+                return None  # cancelled or blocked while it waited: a lost race
+            ev = self._change(_RUNNING, {})  # from any other state than QUEUED: InvalidTransition
+            self._starting = True
+            return ev
 
-    def _change_locked(self, new: TaskState, attempt: int | None, **data: Any) -> TaskEvent | None:
+    def finish(
+        self,
+        attempt: int,
+        state: TaskState,
+        reason: str,
+        *,
+        value: Any = _NO_VALUE,
+        exception: BaseException | None = None,
+        tb: str | None = None,
+    ) -> TaskEvent | None:
+        """End running attempt ``attempt`` in ``state`` (refused if that attempt is no longer the running one)."""
+        with self._lock:
+            if attempt != self.attempt or self.state is not _RUNNING:
+                return None
+            if value is not _NO_VALUE:
+                self.value, self.has_value = value, True
+            self.exception, self.traceback = exception, tb
+            return self._change(state, {"reason": reason}, reason)
+
+    def requeue(self, attempt: int, reason: str) -> TaskEvent | None:
+        """RUNNING -> QUEUED: attempt ``attempt`` failed and the task will run again."""
+        with self._lock:
+            if attempt != self.attempt or self.state is not _RUNNING:
+                return None
+            self.reason = reason
+            return self._change(TaskState.QUEUED, {"reason": reason})
+
+    def cancel_now(self, reason: str) -> TaskEvent | None:
+        """Any active state -> CANCELLED."""
+        with self._lock:
+            if self.state.terminal:
+                return None
+            return self._change(TaskState.CANCELLED, {"reason": reason}, reason)
+
+    def block(self, blocked_by: list[str], reason: str | None = None) -> TaskEvent | None:
+        """PENDING or QUEUED -> BLOCKED: the tasks ``blocked_by`` did not succeed."""
+        with self._lock:
+            if self.state not in (TaskState.PENDING, TaskState.QUEUED):
+                return None
+            self.blocked_by = list(blocked_by)
+            why = reason or f"blocked by {', '.join(blocked_by)}"
+            return self._change(TaskState.BLOCKED, {"reason": why}, why)
+
+    def reset(self) -> TaskEvent | None:
+        """A terminal state -> PENDING, for a rerun (graphs): the last run's outcome is forgotten."""
+        with self._lock:
+            if not self.state.terminal:
+                raise InvalidTransition(f"task {self.label}: cannot change from {self.state} to pending")
+            self._done.clear()
+            self.started = self.finished = None
+            self.value, self.has_value = None, False
+            self.exception = self.traceback = self.reason = None
+            self.blocked_by = []
+            self.progress = (None, None)
+            self.stalled = False
+            self._description = None
+            return self._change(TaskState.PENDING, {})
+
+    def _change(self, new: TaskState, data: dict[str, Any], reason: str | None = None) -> TaskEvent:
         old = self.state
-        if attempt is not None and (attempt != self.attempt or old is not TaskState.RUNNING):
-            return None  # a change for an attempt that is no longer the running one
-        if old.terminal and new is not TaskState.PENDING:
-            return None
         if not can_change(old, new):
             raise InvalidTransition(f"task {self.label}: cannot change from {old} to {new}")
         self.state = new
         now = time.time()
-        if new is TaskState.RUNNING:
+        if new is _RUNNING:
             self.attempt += 1
             self.stalled = False
+            self.where = None
             if self.started is None:
                 self.started = now
-        if new.terminal:
+        elif new.terminal:
             self.finished = now
-            self.reason = data.get("reason", self.reason)
-        return TaskEvent(_EVENT_FOR_STATE[new], self, self.attempt, now, data)
+            if reason is not None:
+                self.reason = reason
+        rec = self._record = self._snapshot()
+        return TaskEvent(_EVENT_FOR_STATE[new], self, self.attempt, now, data, rec)
 
-    def _finish_callbacks(self) -> None:
-        """Run once after a terminal change was published."""
+    # ---- facts of the running attempt, for executors ---------------------
+    def note_progress(self, attempt: int, percent: float | None, message: str | None) -> bool:
+        """Record progress of ``attempt``; False if that attempt is no longer the running one."""
         with self._lock:
-            if not self.state.terminal:
+            if attempt != self.attempt or self.state is not _RUNNING:
+                return False
+            self.progress = (percent, message)
+            self._record = None
+            return True
+
+    def note_stalled(self, attempt: int, stalled: bool) -> bool:
+        """Mark ``attempt`` stalled (or active again); True if that changed anything."""
+        with self._lock:
+            if attempt != self.attempt or self.state is not _RUNNING or self.stalled == stalled:
+                return False
+            self.stalled = stalled
+            self._record = None
+            return True
+
+    def note_ready(self, line: str) -> bool:
+        """Keep the output line that said a service is ready; True the first time."""
+        with self._lock:
+            if self.ready_line is not None:
+                return False
+            self.ready_line = line
+            return True
+
+    def note_where(self, attempt: int, where: str | None, pid: int | None) -> None:
+        """Where attempt ``attempt`` runs (its backend says so once it knows)."""
+        with self._lock:
+            if attempt == self.attempt:
+                self.where, self.pid = where, pid
+                self._record = None
+
+    def add_display(self, bundle: dict[str, Any], cap: int) -> bool:
+        """Keep a rich output the task displayed (a mime bundle), at most ``cap`` of them; True if kept."""
+        with self._lock:
+            if len(self.displays) >= cap:
+                return False
+            self.displays.append(bundle)
+            return True
+
+    def note_delivered(self, names: tuple[str, ...]) -> None:
+        """The names the task's result was written into (the kernel layer says so)."""
+        with self._lock:
+            self.delivered = tuple(names)
+            self._record = None
+
+    # ---- publishing and completion, for executors ------------------------
+    def publish_in_order(self, ev: TaskEvent | None, publish: Publish) -> None:
+        """Publish ``ev`` now, or hold it until the STARTED event of the current claim is out."""
+        if ev is None:
+            return
+        with self._lock:
+            if self._starting and ev.kind is not EventKind.STARTED:
+                self._held.append(ev)
+                return
+        publish(ev)
+        if ev.kind is EventKind.STARTED:
+            with self._lock:
+                self._starting = False
+                held, self._held = self._held, []
+                notify, self._notify_held = self._notify_held, False
+            for h in held:
+                publish(h)
+            if notify:
+                self.notify_done()
+
+    def notify_done(self) -> None:
+        """Wake waiters and run done callbacks; call once after a terminal event was published."""
+        with self._lock:
+            if not self.state.terminal or self._done.is_set():
+                return
+            if self._starting:
+                self._notify_held = True  # after the held terminal event is out
                 return
             callbacks, self._callbacks = self._callbacks, []
             self._done.set()
@@ -210,20 +390,7 @@ class Task:
             try:
                 fn(self)
             except Exception:
-                import logging
-
-                logging.getLogger("ttasks_ipy").exception("done callback of task %s failed", self.label)
-
-    def _reset(self) -> TaskEvent | None:
-        """Back to PENDING for a rerun (graphs)."""
-        with self._lock:
-            ev = self._change_locked(TaskState.PENDING, None)
-            self._done.clear()
-            self.started = self.finished = None
-            self.value, self.has_value = None, False
-            self.exception = self.traceback = self.reason = None
-            self.blocked_by = []
-            return ev
+                log.exception("done callback of task %s failed", self.label)
 
     def __repr__(self) -> str:
         return f"<Task {self.label} {self.kind} {self.status} {self.elapsed:.1f}s>"
@@ -234,9 +401,9 @@ def check_not_inside_task() -> None:
     ctx = current_task()
     if ctx is not None:
         raise WaitInsideTask(
-            f"task {ctx.task.label} tried to wait for tasks: waiting inside a task could hold the "
+            f"task {ctx.label} tried to wait for tasks: waiting inside a task could hold the "
             "last worker slot forever; use a graph (after=) instead"
         )
 
 
-__all__ = ["Task", "WaitTimeout"]
+__all__ = ["Task"]

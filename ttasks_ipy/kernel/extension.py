@@ -62,7 +62,7 @@ def load(shell: Any) -> None:
     shell.display_formatter.ipython_display_formatter.for_type(GraphRun, _display_graph)
     from . import routing
 
-    s.routing = routing.install(shell)
+    s.routing = routing.install(shell, s.executor.get)
 
 
 def unload(shell: Any) -> None:

@@ -52,30 +52,38 @@ def _seconds(label: str):
     return _number(label, float, positive=True)
 
 
+#: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords)
+DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-n", "--name"), {"help": "name the task (an identifier); unique among active tasks"}),
+    (("-o", "--out"), {"help": "deliver the expression's value (or a command's result) into VAR"}),
+    (("--timeout",), {"type": _seconds("--timeout"), "help": "fail the task after S seconds"}),
+    (("--retries",), {"type": _number("--retries", int), "default": 0,
+                      "help": "run again up to N times after failing"}),
+    (("--backoff",), {"type": _number("--backoff"), "default": 1.0,
+                      "help": "seconds before the first retry (doubles)"}),
+    (("--stall",), {"type": _seconds("--stall"), "help": "mark the task stalled after S seconds without output"}),
+    (("--service",), {"action": "store_true", "help": "a long-running command: own limit, no stall detection"}),
+    (("--ready",), {"metavar": "PATTERN", "help": "with --service: regex of the output line that means ready"}),
+    (("--env",), {"action": "append", "default": [], "metavar": "NAME=expr",
+                  "help": "environment variable for a command"}),
+    (("--cwd",), {"metavar": "DIR", "help": "working directory for a command"}),
+    (("--after",), {"metavar": "NAMES", "help": "wait for these tasks (comma-separated) to succeed first"}),
+    (("--replace",), {"action": "store_true", "help": "cancel an active task of the same name"}),
+    (("--quiet",), {"action": "store_true", "help": "show nothing when dispatching"}),
+    (("--process",), {"action": "store_true", "help": "run Python in a worker process"}),
+    (("--prompt",), {"action": "store_true", "help": "the body is an LLM prompt"}),
+    (("--model",), {"help": "model for a prompt"}),
+    (("--system",), {"help": "system prompt for a prompt"}),
+    (("--bash",), {"action": "store_true", "help": "(%%bg) the cell is a bash script"}),
+    (("--names",), {"help": "(%%bg) deliver only these names (comma-separated)"}),
+]
+#: option -> whether it takes a value (for splitting the leading options off a line)
+TAKES_VALUE = {flag: kw.get("action") != "store_true" for flags, kw in DISPATCH_OPTIONS for flag in flags}
+
+
 def dispatch_options(fn: Any) -> Any:
     """The option set shared by ``%bg``, ``%%bg`` (one decorator, STYLE 8)."""
-    decorators = [
-        kwds(add_help=False),
-        argument("-n", "--name", help="name the task (an identifier); unique among active tasks"),
-        argument("-o", "--out", help="deliver the expression's value (or a command's result) into VAR"),
-        argument("--timeout", type=_seconds("--timeout"), help="fail the task after S seconds"),
-        argument("--retries", type=_number("--retries", int), default=0, help="run again up to N times after failing"),
-        argument("--backoff", type=_number("--backoff"), default=1.0, help="seconds before the first retry (doubles)"),
-        argument("--stall", type=_seconds("--stall"), help="mark the task stalled after S seconds without output"),
-        argument("--service", action="store_true", help="a long-running command: own limit, no stall detection"),
-        argument("--ready", metavar="PATTERN", help="with --service: regex of the output line that means ready"),
-        argument("--env", action="append", default=[], metavar="NAME=expr", help="environment variable for a command"),
-        argument("--cwd", metavar="DIR", help="working directory for a command"),
-        argument("--after", metavar="NAMES", help="wait for these tasks (comma-separated) to succeed first"),
-        argument("--replace", action="store_true", help="cancel an active task of the same name"),
-        argument("--quiet", action="store_true", help="show nothing when dispatching"),
-        argument("--process", action="store_true", help="run Python in a worker process"),
-        argument("--prompt", action="store_true", help="the body is an LLM prompt"),
-        argument("--model", help="model for a prompt"),
-        argument("--system", help="system prompt for a prompt"),
-        argument("--bash", action="store_true", help="(%%bg) the cell is a bash script"),
-        argument("--names", help="(%%bg) deliver only these names (comma-separated)"),
-    ]
+    decorators = [kwds(add_help=False)] + [argument(*flags, **kw) for flags, kw in DISPATCH_OPTIONS]
     for d in reversed(decorators):
         fn = d(fn)
     fn = magic_arguments()(fn)
@@ -133,7 +141,7 @@ class BgMagics(Magics):
     # ---- dispatch ------------------------------------------------------
     def _dispatch(self, line: str, cell: str | None) -> Any:
         parser = self.bg.parser
-        tokens, body = split_options(line, lambda opt: _takes_value(parser, opt))
+        tokens, body = split_options(line, TAKES_VALUE.get)
         for t in tokens:
             if t.split("=", 1)[0] in ACTIONS:
                 raise UsageError(f"%bg: {t} is an action: use it alone, without dispatch options or a body")
@@ -243,9 +251,7 @@ class BgMagics(Magics):
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
-            from ..core.backends.process.pool import ProcessRunner
-
-            return ProcessRunner(pybody, bind(pybody, ns), self.session.worker_pool())
+            return self.session.process_runner(pybody, bind(pybody, ns))
         return PythonRunner(pybody, bind(pybody, ns), ns)
 
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
@@ -260,6 +266,7 @@ class BgMagics(Magics):
             stall=args.stall,
             service=args.service,
             ready=expand_text(args.ready, self.shell.user_ns) if args.ready else None,
+            backend="process" if getattr(args, "process", False) and runner.kind == "python" else "thread",
         )
 
     def _submit(self, spec: TaskSpec, args: argparse.Namespace) -> Any:
@@ -426,13 +433,6 @@ class BgMagics(Magics):
         if not self.session.display_dashboard():
             print(text.task_table(reversed(self.session.tasks())))
         return None
-
-
-def _takes_value(parser: argparse.ArgumentParser, opt: str) -> bool | None:
-    action = parser._option_string_actions.get(opt)
-    if action is None:
-        return None
-    return action.nargs != 0
 
 
 __all__ = ["BgMagics", "SpecError"]

@@ -15,7 +15,7 @@ import io
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core import capture
@@ -24,8 +24,9 @@ MAX_DISPLAYS = 50
 
 
 class _Routing:
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, find: Callable[[int], Any]) -> None:
         self.shell = shell
+        self.find = find
         self.pub = getattr(shell, "display_pub", None)
         self._orig_publish = None
         self._swapped: list[tuple[logging.StreamHandler[Any], Any]] = []
@@ -36,9 +37,9 @@ class _Routing:
         ctx = capture.routed_context()
         if ctx is None:
             return self._orig_publish(data, metadata, *args, **kwargs)  # type: ignore[misc]
-        task = ctx.task
-        if len(task.displays) < MAX_DISPLAYS:
-            task.displays.append(dict(data))
+        task = self.find(ctx.task_id) if ctx.task_id is not None else None
+        if task is not None:
+            task.add_display(dict(data), MAX_DISPLAYS)
         text = data.get("text/plain")
         if text and not kwargs.get("update"):
             ctx.output("stdout", text + "\n")
@@ -95,7 +96,7 @@ class _Routing:
         finally:
             if "matplotlib.pyplot" in sys.modules:
                 self._patch_matplotlib()
-                _collect_figures(ctx)
+                _collect_figures(ctx, self.find)
 
     def install(self) -> None:
         capture.install()
@@ -119,7 +120,7 @@ class _Routing:
 _lock = threading.Lock()
 
 
-def _collect_figures(ctx: Any) -> None:
+def _collect_figures(ctx: Any, find: Callable[[int], Any]) -> None:
     from matplotlib._pylab_helpers import Gcf
 
     mine = [m for m in Gcf.get_all_fig_managers() if getattr(m, "_ttasks_owner", None) is ctx]
@@ -129,18 +130,21 @@ def _collect_figures(ctx: Any) -> None:
             m.canvas.figure.savefig(buf, format="png", bbox_inches="tight")
             import base64
 
-            if len(ctx.task.displays) < MAX_DISPLAYS:
-                ctx.task.displays.append(
-                    {"image/png": base64.b64encode(buf.getvalue()).decode(), "text/plain": f"<Figure {m.num}>"}
-                )
+            task = find(ctx.task_id) if ctx.task_id is not None else None
+            if task is not None:
+                png = base64.b64encode(buf.getvalue()).decode()
+                task.add_display({"image/png": png, "text/plain": f"<Figure {m.num}>"}, MAX_DISPLAYS)
             ctx.output("stdout", f"[figure {m.num} captured: h.displays, or %bg --log]\n")
         finally:
             with _lock:
                 Gcf.destroy(m)
 
 
-def install(shell: Any) -> _Routing:
-    """Route ``shell``'s display(), logging and figures per task thread; returns the undo object."""
-    r = _Routing(shell)
+def install(shell: Any, find: Callable[[int], Any]) -> _Routing:
+    """Route ``shell``'s display(), logging and figures per task thread; returns the undo object.
+
+    ``find(task_id)`` is the task a routed thread belongs to.
+    """
+    r = _Routing(shell, find)
     r.install()
     return r

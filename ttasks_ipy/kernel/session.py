@@ -106,6 +106,7 @@ class Session:
     def worker_pool(self) -> Any:
         """The worker processes for ``--process`` tasks (started on first use, one per worker slot)."""
         if self._pool is None:
+            from ..core.backends.process.backend import ProcessBackend
             from ..core.backends.process.pool import WorkerPool
 
             self._pool = WorkerPool(
@@ -114,6 +115,7 @@ class Session:
                 reaper=self.executor.reaper,
                 timers=self.executor.timers,
             )
+            self.executor.add_backend(ProcessBackend(self._pool))
         return self._pool
 
     def wait(self, tasks: list[Task], timeout: float | None = None, return_when: str = "all") -> list[Task]:
@@ -185,10 +187,11 @@ class Session:
         return PromptRunner(text, self.prompt_settings(), model=model, namespace=namespace)
 
     def process_runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
-        """A runner for ``body`` in one of the session's worker processes."""
-        from ..core.backends.process.pool import ProcessRunner
+        """A runner for ``body`` in one of the session's worker processes (a spec with ``backend='process'``)."""
+        from ..core.runners.portable import PortablePython
 
-        return ProcessRunner(body, bound, self.worker_pool(), first_line=first_line)
+        self.worker_pool()
+        return PortablePython(body, bound, first_line=first_line)
 
     def _show(self, task: Any, line: str, at_boundary: bool) -> None:
         tid = getattr(task, "id", None)

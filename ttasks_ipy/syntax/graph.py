@@ -383,7 +383,7 @@ def build_nodes(
         nodes.append(GraphNode(
             t.name, factory, deps=t.deps, finally_=t.finally_, optional=t.optional, kind=t.kind,
             timeout=t.timeout, retries=t.retries, stall=t.stall, line=t.line, meta=meta,
-            describe=first + (" …" if t.multiline else ""),
+            backend="process" if t.process else "thread", describe=first + (" …" if t.multiline else ""),
         ))
     return nodes
 

@@ -54,7 +54,7 @@ from ..states import TaskState
 from ..task import Task, check_not_inside_task
 
 if TYPE_CHECKING:
-    from ..context import RunContext
+    from ..context import TaskContext
     from ..executor import Executor
     from ..timers import Timer
 
@@ -93,6 +93,8 @@ class GraphNode:
     stall: float | None = None
     describe: str = ""
     line: int | None = None
+    #: where the node's task runs ('thread', 'process', ...): a ``TaskSpec.backend``
+    backend: str = "thread"
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -318,16 +320,15 @@ class _NodeRunner(Runner):
         except Exception as e:
             self._inner, self._error = None, e
 
-    def run(self, ctx: RunContext) -> Any:
+    def resolve(self) -> Runner:
         if self._error is not None:
             raise self._error
         if self._inner is None:
             raise SpecError(f"task {self.node.name} ran before its graph released it")
-        return self._inner.run(ctx)
+        return self._inner.resolve()
 
-    def cancel(self, ctx: RunContext) -> None:
-        if self._inner is not None:
-            self._inner.cancel(ctx)
+    def run(self, ctx: TaskContext) -> Any:
+        return self.resolve().run(ctx)
 
     def describe(self) -> str:
         if self.node.describe:
@@ -434,7 +435,7 @@ class GraphRun:
         self._runners = [_NodeRunner(n) for n in nodes]
         self._specs = [
             TaskSpec(
-                r, timeout=n.timeout, retries=n.retries, backoff=n.backoff, stall=n.stall,
+                r, timeout=n.timeout, retries=n.retries, backoff=n.backoff, stall=n.stall, backend=n.backend,
                 meta={**n.meta, "graph": name, "node": n.name},
             )
             for n, r in zip(nodes, self._runners, strict=True)

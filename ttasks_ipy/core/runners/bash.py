@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import os
 import selectors
-import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..context import RunContext
+from ..context import TaskContext
 from ..errors import CommandFailed, TaskCancelled
 from ..output import PipeDecoder, TaskOutput
-from ..procs import terminate_tree
+from ..procs import describe_exit, terminate_tree
 from ..spec import Runner
+from ..timers import Timers
 
 #: how long to keep reading the pipes after the shell exited
 DRAIN_SECONDS = 0.25
-_SIGNAMES = {s.value: s.name for s in signal.Signals}
 
 
 class CommandResult:
@@ -54,7 +53,8 @@ class CommandResult:
         self._source = source
         self._texts = None if output is None else (output, stderr or "")
 
-    def _read(self) -> tuple[str, str]:
+    def materialize(self) -> tuple[str, str]:
+        """Read the output into the result now (before the task's files change, e.g. on a rerun)."""
         if self._texts is None:
             src = self._source
             self._texts = (src.read("stdout"), src.read("stderr")) if src is not None else ("", "")
@@ -63,12 +63,12 @@ class CommandResult:
     @property
     def output(self) -> str:
         """The command's stdout (as kept: up to the file cap)."""
-        return self._read()[0]
+        return self.materialize()[0]
 
     @property
     def stderr(self) -> str:
         """The command's stderr (as kept: up to the file cap)."""
-        return self._read()[1]
+        return self.materialize()[1]
 
     @property
     def ok(self) -> bool:
@@ -102,13 +102,6 @@ class CommandResult:
         p.text(repr(self))
 
 
-def describe_exit(returncode: int) -> str:
-    """'exit status 2' or 'killed by SIGTERM'."""
-    if returncode < 0:
-        return f"killed by {_SIGNAMES.get(-returncode, -returncode)}"
-    return f"exit status {returncode}"
-
-
 class BashRunner(Runner):
     """Runs a bash command; a non-zero exit fails the task but keeps its ``CommandResult``."""
 
@@ -120,7 +113,7 @@ class BashRunner(Runner):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
-        grace: float = 2.0,
+        grace: float | None = None,
         shell: str = "bash",
     ) -> None:
         self.command = command
@@ -132,52 +125,62 @@ class BashRunner(Runner):
     def describe(self) -> str:
         return "!" + self.command
 
-    def run(self, ctx: RunContext) -> CommandResult:
-        executor = ctx.task._executor
+    def run(self, ctx: TaskContext) -> CommandResult:
+        services = ctx.services
+        timers = services.timers if services is not None else Timers("ttasks-command")
+        reaper = services.reaper if services is not None else None
+        grace = self.grace if self.grace is not None else (services.grace if services is not None else 2.0)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         started = time.monotonic()
-        with ctx.lock:
-            if ctx.cancelled:
-                raise TaskCancelled("cancelled before start")
-            proc = subprocess.Popen(
-                [self.shell, "-c", self.command],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-            ctx.handle = proc
-            ctx.sid = proc.pid
-            ctx.task.pid = proc.pid
-        executor.reaper.register(proc.pid)
+        ctx.check()
+        proc = subprocess.Popen(
+            [self.shell, "-c", self.command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+        if reaper is not None:
+            reaper.register(proc.pid)
+        ctx.placed(proc.pid)
+        # from here a cancel ends the tree (at once if it came while the process started)
+        unregister = ctx.on_cancel(lambda: terminate_tree(proc.pid, grace, timers))
+        kept: dict[str, list[str]] | None = None if ctx.store is not None else {"stdout": [], "stderr": []}
         try:
-            _pump(proc, ctx)
+            _pump(proc, ctx.output if kept is None else _collecting(ctx.output, kept))
         finally:
+            unregister()
             # end whatever the command left behind (a backgrounded grandchild)
-            terminate_tree(proc.pid, self.grace, executor.timers, lambda: executor.reaper.forget(proc.pid))
+            on_gone = (lambda: reaper.forget(proc.pid)) if reaper is not None else None
+            terminate_tree(proc.pid, grace, timers, on_gone)
         duration = time.monotonic() - started
-        result = CommandResult(self.command, returncode=proc.returncode, duration=duration,
-                               source=ctx.task.output_buffer)
+        if kept is None:
+            result = CommandResult(self.command, returncode=proc.returncode, duration=duration, source=ctx.store)
+        else:  # away from the kernel: the result carries its own text
+            result = CommandResult(self.command, "".join(kept["stdout"]), "".join(kept["stderr"]),
+                                   proc.returncode, duration)
         if ctx.cancelled:
             raise TaskCancelled("cancelled")
         if proc.returncode != 0:
             raise CommandFailed(describe_exit(proc.returncode), result)
         return result
 
-    def cancel(self, ctx: RunContext) -> None:
-        with ctx.lock:
-            proc = ctx.handle
-        if proc is not None:
-            terminate_tree(proc.pid, self.grace, ctx.task._executor.timers)
+
+def _collecting(emit: Callable[[str, str], None], kept: dict[str, list[str]]) -> Callable[[str, str], None]:
+    def both(stream: str, text: str) -> None:
+        kept[stream].append(text)
+        emit(stream, text)
+
+    return both
 
 
-def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
+def _pump(proc: subprocess.Popen[bytes], emit: Callable[[str, str], None]) -> None:
     """Read both pipes until the shell exits (and a short drain after), reaping it."""
     sel = selectors.DefaultSelector()
-    decoders = PipeDecoder(ctx.output)
+    decoders = PipeDecoder(emit)
     for stream, pipe in (("stdout", proc.stdout), ("stderr", proc.stderr)):
         assert pipe is not None
         os.set_blocking(pipe.fileno(), False)

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..context import RunContext
+from ..context import TaskContext
 from ..errors import SpecError, TaskCancelled
 from ..fields import closing_brace
 from ..llm import loop
@@ -102,7 +102,7 @@ class PromptRunner(Runner):
         return f"PromptRunner(model={self.model!r}, text={text!r}, backend={self.settings.backend!r})"
 
     # ---- running -------------------------------------------------------
-    def run(self, ctx: RunContext) -> str:
+    def run(self, ctx: TaskContext) -> str:
         started = time.monotonic()
         s = self.settings
         meta: dict[str, Any] = {
@@ -123,21 +123,15 @@ class PromptRunner(Runner):
         finally:
             meta["latency_s"] = round(time.monotonic() - started, 4)
 
-    def cancel(self, ctx: RunContext) -> None:
-        with ctx.lock:
-            fut = ctx.handle
-        if isinstance(fut, concurrent.futures.Future):
-            fut.cancel()  # cancels the coroutine on the loop; the waiting worker wakes at once
-
     def _on_loop(
-        self, ctx: RunContext, make: Callable[[Emit], Any], meta: dict[str, Any], started: float
+        self, ctx: TaskContext, make: Callable[[Emit], Any], meta: dict[str, Any], started: float
     ) -> str:
         """Run the coroutine ``make(emit)`` on the shared loop; move what it emits into the output."""
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        with ctx.lock:
-            ctx.check()
-            fut = loop.submit(make(inbox.put))
-            ctx.handle = fut
+        ctx.check()
+        fut = loop.submit(make(inbox.put))
+        # a cancel cancels the coroutine on the loop (closing its connection); the waiting thread wakes at once
+        unregister = ctx.on_cancel(fut.cancel)
         fut.add_done_callback(lambda _f: inbox.put(_END))
         while True:
             try:
@@ -162,19 +156,20 @@ class PromptRunner(Runner):
                 self._emit(ctx, "".join(texts), meta, started)
             if ended:
                 break
+        unregister()
         try:
             return fut.result(timeout=0)
         except concurrent.futures.CancelledError:
-            raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
+            raise TaskCancelled(f"task {ctx.label} was cancelled") from None
 
     @staticmethod
-    def _emit(ctx: RunContext, text: str, meta: dict[str, Any], started: float) -> None:
+    def _emit(ctx: TaskContext, text: str, meta: dict[str, Any], started: float) -> None:
         if meta["first_token_s"] is None:
             meta["first_token_s"] = round(time.monotonic() - started, 4)
         meta["chars"] += len(text)
         ctx.output("stdout", text)
 
-    def _run_callable(self, ctx: RunContext, req: PromptRequest, meta: dict[str, Any], started: float) -> str:
+    def _run_callable(self, ctx: TaskContext, req: PromptRequest, meta: dict[str, Any], started: float) -> str:
         assert self._fn is not None
         spec = str(self.settings.callable)
         parts: list[str] = []
@@ -198,7 +193,7 @@ class PromptRunner(Runner):
             raise
         except Exception as e:
             if ctx.cancelled:
-                raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
+                raise TaskCancelled(f"task {ctx.label} was cancelled") from None
             failure = callable_failure(e, spec, "".join(parts), self.settings)
         finally:
             if inspect.isgenerator(value):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import capture
-from ..context import RunContext
+from ..context import TaskContext
 from ..errors import SpecError, TaskCancelled
 from ..spec import Runner
 
@@ -38,6 +38,8 @@ class PyBody:
     reads: frozenset[str]
     assigns: tuple[str, ...]
     is_async: bool = field(default=False)
+    #: the line of the cell where the body starts
+    first_line: int = 1
 
 
 def compile_body(source: str, filename: str, *, first_line: int = 1) -> PyBody:
@@ -73,6 +75,7 @@ def compile_body(source: str, filename: str, *, first_line: int = 1) -> PyBody:
         reads=frozenset(_names_read(tree)),
         assigns=tuple(_names_assigned(tree)),
         is_async=bool(code.co_flags & inspect.CO_COROUTINE),
+        first_line=first_line,
     )
 
 
@@ -156,42 +159,47 @@ class PythonRunner(Runner):
     def describe(self) -> str:
         return self.body.source.strip().splitlines()[0] if self.body.source.strip() else ""
 
-    def run(self, ctx: RunContext) -> Any:
+    def run(self, ctx: TaskContext) -> Any:
         g = FallbackGlobals(self.bound, self.fallback)
         g.setdefault("__builtins__", TASK_BUILTINS)
         g.setdefault("__name__", "__main__")
-        capture.install()
-        try:
-            with capture.route(ctx), _Interruptible(ctx):
-                value = eval(self.body.code, g)
-                if self.body.is_async:
-                    value = _run_coroutine(value, ctx)
-        finally:
-            capture.uninstall()
-        self.assigned = {n: dict.__getitem__(g, n) for n in self.body.assigns if dict.__contains__(g, n)}
-        return value if self.body.is_expression else dict(self.assigned)
-
-    def cancel(self, ctx: RunContext) -> None:
-        with ctx.lock:
-            h = ctx.handle
-        if isinstance(h, _Interruptible):
-            h.interrupt()
+        body = self.body
+        value = _run_interruptibly(ctx, lambda: eval(body.code, g), body.is_async)
+        self.assigned = {n: dict.__getitem__(g, n) for n in body.assigns if dict.__contains__(g, n)}
+        return value if body.is_expression else dict(self.assigned)
 
 
-def _run_coroutine(coro: Any, ctx: RunContext) -> Any:
-    with ctx.lock:
-        ctx.loop = None  # type: ignore[attr-defined]  # from now on cancel goes through the loop
+def _run_interruptibly(ctx: TaskContext, call: Any, is_async: bool | None) -> Any:
+    """Run ``call()`` with its output routed to the task and a cancel raising in this thread.
+
+    ``is_async``: the value is a coroutine to run on a loop of its own (None: if it is one).
+    """
+    capture.install()
+    guard = _Interruptible(ctx)
+    try:
+        with capture.route(ctx), guard:
+            value = call()
+            if is_async or (is_async is None and inspect.iscoroutine(value)):
+                value = _run_coroutine(value, ctx, guard)
+        return value
+    except _AsyncCancel:
+        raise TaskCancelled(f"task {ctx.label} was cancelled") from None
+    finally:
+        capture.uninstall()
+
+
+def _run_coroutine(coro: Any, ctx: TaskContext, guard: _Interruptible) -> Any:
+    guard.enter_loop(None)  # from now on cancel goes through the loop
     loop = asyncio.new_event_loop()
     try:
         main = loop.create_task(coro)
-        with ctx.lock:
-            ctx.loop = (loop, main)  # type: ignore[attr-defined]
+        guard.enter_loop((loop, main))
         if ctx.cancelled:
             main.cancel()
         try:
             return loop.run_until_complete(main)
         except asyncio.CancelledError:
-            raise TaskCancelled("cancelled") from None
+            raise TaskCancelled(f"task {ctx.label} was cancelled") from None
     finally:
         loop.close()
 
@@ -202,46 +210,61 @@ class _AsyncCancel(BaseException):
 
 
 class _Interruptible:
-    """While the body runs, a cancel may raise ``TaskCancelled`` in this thread (async exception)."""
+    """While the body runs, a cancel raises ``_AsyncCancel`` in this thread (an async exception).
 
-    def __init__(self, ctx: RunContext) -> None:
+    Registered on the context with ``on_cancel``; a body that runs a coroutine
+    is cancelled through its loop instead.
+    """
+
+    def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
         self.tid = threading.get_ident()
+        self.lock = threading.Lock()
         self.inside = False
         self.sent = False
+        self.async_mode = False
+        self.loop: Any = None
+        self._unregister: Any = None
 
     def __enter__(self) -> _Interruptible:
-        with self.ctx.lock:
+        self.ctx.check()
+        with self.lock:
             self.inside = True
-            self.ctx.handle = self
+        self._unregister = self.ctx.on_cancel(self.interrupt)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        with self.ctx.lock:
+        self._unregister()
+        with self.lock:
             self.inside = False
-            self.ctx.handle = None
             sent = self.sent
         if sent:
             # an async exception that was set but has not fired yet fires here, at the first
-            # backward jump, and is caught. (Clearing it with SetAsyncExc(tid, NULL) instead
-            # leaves the interpreter's "pending" flag set, which hangs tracers and profilers.)
+            # backward jump, and is caught: it never reaches the pooled thread's own code.
+            # (Clearing it with SetAsyncExc(tid, NULL) instead leaves the interpreter's
+            # "pending" flag set, which hangs tracers and profilers.)
             try:
                 for _ in range(3):
                     pass
             except _AsyncCancel:
                 pass
         if exc_type is _AsyncCancel:
-            raise TaskCancelled(f"task {self.ctx.task.label} was cancelled") from None
+            raise TaskCancelled(f"task {self.ctx.label} was cancelled") from None
         return False
 
+    def enter_loop(self, loop: Any) -> None:
+        """The body now runs a coroutine on ``loop`` (``(loop, main_task)``; None while it is set up)."""
+        with self.lock:
+            self.async_mode = True
+            self.loop = loop
+
     def interrupt(self) -> None:
-        """Called with ``ctx.lock`` not held, from the cancelling thread."""
-        with self.ctx.lock:
-            if hasattr(self.ctx, "loop"):
-                loop = self.ctx.loop
-                if loop is None:  # the loop is being set up; it checks ctx.cancelled once ready
+        """The abort registered with ``on_cancel``: called from the cancelling thread."""
+        with self.lock:
+            if self.async_mode:
+                if self.loop is None:  # the loop is being set up; it checks ctx.cancelled once ready
                     return
-                lp, main = loop
+                lp, main = self.loop
                 try:
                     lp.call_soon_threadsafe(main.cancel)
                 except RuntimeError:  # the loop already closed
@@ -269,19 +292,5 @@ class CallRunner(Runner):
     def describe(self) -> str:
         return f"{getattr(self.fn, '__qualname__', repr(self.fn))}(...)"
 
-    def run(self, ctx: RunContext) -> Any:
-        capture.install()
-        try:
-            with capture.route(ctx), _Interruptible(ctx):
-                value = self.fn(*self.args, **self.kwargs)
-                if inspect.iscoroutine(value):
-                    value = _run_coroutine(value, ctx)
-        finally:
-            capture.uninstall()
-        return value
-
-    def cancel(self, ctx: RunContext) -> None:
-        with ctx.lock:
-            h = ctx.handle
-        if isinstance(h, _Interruptible):
-            h.interrupt()
+    def run(self, ctx: TaskContext) -> Any:
+        return _run_interruptibly(ctx, lambda: self.fn(*self.args, **self.kwargs), None)

@@ -1,4 +1,4 @@
-"""Python tasks in worker processes (``--process``): ``WorkerPool``, ``ProcessRunner``, ``check_picklable``.
+"""Our worker processes: ``WorkerPool`` and ``WorkerProcess`` (the kernel's handle on one worker).
 
 Why ``subprocess.Popen`` and not ``multiprocessing``: a kernel is threaded, so
 forking it is unsafe; ``Popen`` execs a fresh interpreter straight after the
@@ -17,27 +17,13 @@ live worker, or starts one while fewer than ``size`` exist, or waits (bounded,
 and giving up when the task is cancelled). ``release`` puts a healthy worker
 back; a dead or killed one is discarded, its session ended and forgotten by
 the reaper, and a fresh worker is started in its place, so the next task does
-not pay the start-up. Only the task that was running on a dead worker fails.
-
-Errors raised here (they belong in ``errors.py``; see the report)::
-
-    TaskError
-     ├── SpecError          an input cannot be sent ("cannot send 'lock' to a worker process: ...")
-     ├── WorkerDied         the worker process ended while running the task (killed, crashed)
-     ├── ResultError        the result cannot come back ("... 'g' is a generator (...)")
-     └── RemoteError        the body raised an exception that cannot be rebuilt in the kernel
-
-When the body raises, the kernel re-raises the body's own exception if it can
-be unpickled, else a ``RemoteError``; either way it carries the remote
-traceback text (``remote_traceback``, line numbers of the cell) and has a
-``RemoteTraceback`` holding that text as its ``__cause__``.
+not pay the start-up. Only the task that was running on a dead worker fails
+(``WorkerDied``).
 """
 from __future__ import annotations
 
-import linecache
 import logging
 import os
-import pickle
 import selectors
 import signal
 import socket
@@ -45,160 +31,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
-from ...context import RunContext
-from ...errors import SpecError, TaskCancelled, TaskError
+from ...context import TaskContext
+from ...errors import SpecError, TaskCancelled, WorkerDied
 from ...output import PipeDecoder
-from ...procs import signal_tree, terminate_tree, tree_alive
+from ...procs import describe_exit, signal_tree, terminate_tree, tree_alive
 from ...reaper import Reaper
-from ...runners.python import PyBody
-from ...spec import Runner
 from ...timers import Timers
 from .worker_main import Channel, FrameReader
 
 log = logging.getLogger("ttasks_ipy")
 
-#: bytes of pickled inputs checked (and kept) at dispatch; larger values are pickled in the run
-DEFAULT_BUDGET = 10_000_000
 #: how long to keep reading a job's pipes after its reply (or the worker's death)
 DRAIN_SECONDS = 0.25
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
-
-
-# ---- errors ------------------------------------------------------------
-class WorkerDied(TaskError):
-    """The worker process ended while running the task (killed from outside, crashed, failed to start).
-
-    ``before_job`` is True when it ended before the job reached it.
-    """
-
-    def __init__(self, message: str, before_job: bool = False) -> None:
-        super().__init__(message)
-        self.before_job = before_job
-
-
-class ResultError(TaskError):
-    """The task's result cannot be sent back from the worker process (or loaded in the kernel)."""
-
-
-class RemoteError(TaskError):
-    """An exception raised by the body that cannot be rebuilt in the kernel.
-
-    ``str()`` is ``'ZeroDivisionError: division by zero'`` style; ``type_name``
-    names the remote type, ``remote_traceback`` is the traceback text.
-    """
-
-    def __init__(self, message: str, type_name: str, remote_traceback: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.remote_traceback = remote_traceback
-
-
-class RemoteTraceback(Exception):
-    """The ``__cause__`` of a re-raised remote exception: its ``str`` is the traceback text."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "in the worker process:\n" + self.text.rstrip("\n")
-
-
-# ---- inputs ------------------------------------------------------------
-class _OverBudget(Exception):
-    pass
-
-
-class _CappedBuffer:
-    """A write-only file that refuses to grow past ``cap`` bytes."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.size = 0
-        self.chunks: list[bytes] = []
-
-    def write(self, data: Any) -> int:
-        n = memoryview(data).nbytes
-        self.size += n
-        if self.size > self.cap:
-            raise _OverBudget
-        self.chunks.append(bytes(data))
-        return n
-
-
-def _describe_exit(returncode: int) -> str:
-    """'exit status 1' or 'killed by SIGKILL' (``bash.describe_exit`` fails on signals: see the report)."""
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text.splitlines()[0] if text.strip() else type(e).__name__
-
-
-def _cannot_send(name: str, e: BaseException) -> SpecError:
-    return SpecError(f"cannot send {name!r} to a worker process: {_one_line(e)}")
-
-
-@dataclass
-class Inputs:
-    """The bound names on their way to a worker: pickled ones, and values too big to pickle at dispatch."""
-
-    pickled: dict[str, bytes]
-    deferred: dict[str, Any]
-
-    def complete(self) -> dict[str, bytes]:
-        """Pickle what was deferred (call it off the main thread); raises ``SpecError`` naming the variable."""
-        for name in list(self.deferred):
-            try:
-                self.pickled[name] = cloudpickle.dumps(self.deferred[name], protocol=_PROTOCOL)
-            except Exception as e:
-                raise _cannot_send(name, e) from None
-            del self.deferred[name]
-        return self.pickled
-
-    @property
-    def size(self) -> int:
-        """Bytes pickled so far."""
-        return sum(len(b) for b in self.pickled.values())
-
-
-def check_picklable(bound: Mapping[str, Any], budget_bytes: int = DEFAULT_BUDGET) -> Inputs:
-    """Pickle the values of ``bound`` now, up to ``budget_bytes`` in all; the rest is deferred.
-
-    Raises ``SpecError("cannot send 'lock' to a worker process: TypeError: ...")``
-    for the first value that cannot be pickled within the budget. A value
-    whose pickle would pass the remaining budget is left for
-    ``Inputs.complete()``, which the run calls on its own thread. Each value
-    is pickled on its own: two names bound to one object arrive as two copies.
-    """
-    pickled: dict[str, bytes] = {}
-    deferred: dict[str, Any] = {}
-    left = budget_bytes
-    for name in sorted(bound):
-        value = bound[name]
-        buf = _CappedBuffer(left)
-        try:
-            cloudpickle.dump(value, buf, protocol=_PROTOCOL)
-        except _OverBudget:
-            deferred[name] = value
-            continue
-        except Exception as e:
-            raise _cannot_send(name, e) from None
-        pickled[name] = b"".join(buf.chunks)
-        left -= buf.size
-    return Inputs(pickled, deferred)
 
 
 # ---- one worker process --------------------------------------------------
@@ -253,6 +101,8 @@ class WorkerProcess:
         #: the current job reached the worker (a death before that is not the job's fault)
         self.job_started = False
         self._gone = False
+        #: what the kernel last sent this worker (cwd, path, env), so that a job carries only changes
+        self.sent: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         state = "broken" if self.broken else ("ready" if self.ready else "starting")
@@ -289,7 +139,7 @@ class WorkerProcess:
                 pass
 
     # ---- one job ------------------------------------------------------
-    def run_job(self, job: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    def run_job(self, job: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
         """Send ``job``, stream its output into ``ctx``, return the reply; ``WorkerDied`` if the process ended."""
         self.jobs += 1
         self.job_started = False
@@ -313,7 +163,7 @@ class WorkerProcess:
             raise self._died()
         return reply
 
-    def _pump(self, ctx: RunContext, r_out: int, r_err: int) -> dict[str, Any] | None:
+    def _pump(self, ctx: TaskContext, r_out: int, r_err: int) -> dict[str, Any] | None:
         """Read channel and pipes until the reply has come and the pipes closed (or a short drain)."""
         sock = self.channel.sock
         sel = selectors.DefaultSelector()
@@ -364,7 +214,7 @@ class WorkerProcess:
             sel.close()
         return reply
 
-    def _handle(self, msg: dict[str, Any], ctx: RunContext) -> bool:
+    def _handle(self, msg: dict[str, Any], ctx: TaskContext) -> bool:
         """Act on one frame from the worker; True if it is the job's reply."""
         op = msg.get("op")
         if op == "ready":
@@ -403,11 +253,11 @@ class WorkerProcess:
                     err = ""
                 if err:
                     detail = ": " + err.splitlines()[-1]
-            return WorkerDied(f"worker process {self.pid} failed to start ({_describe_exit(code)}){detail}", before)
+            return WorkerDied(f"worker process {self.pid} failed to start ({describe_exit(code)}){detail}", before)
         if before:
-            how = _describe_exit(code)
+            how = describe_exit(code)
             return WorkerDied(f"worker process {self.pid} died before the task reached it ({how})", True)
-        return WorkerDied(f"worker process {self.pid} died while running the task ({_describe_exit(code)})")
+        return WorkerDied(f"worker process {self.pid} died while running the task ({describe_exit(code)})")
 
 
 # ---- the pool --------------------------------------------------------------
@@ -664,158 +514,4 @@ def _reap(worker: WorkerProcess, timeout: float = 0.0) -> None:
         pass
 
 
-# ---- the runner -------------------------------------------------------------
-def _first_line(body: PyBody) -> int:
-    """The line of the cell where ``body`` starts (what ``compile_body`` was given)."""
-    first = getattr(body, "first_line", None)
-    if isinstance(first, int) and first >= 1:
-        return first
-    entry = linecache.cache.get(body.filename)
-    if entry is not None and len(entry) == 4:
-        return max(1, len(entry[2]) - len(body.source.splitlines(True)) + 1)
-    return 1
-
-
-def _remote_exception(reply: dict[str, Any]) -> BaseException:
-    text = reply.get("traceback") or ""
-    exc: Any = None
-    data = reply.get("exception")
-    if data is not None:
-        try:
-            exc = cloudpickle.loads(data)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        type_name = reply.get("type", "Exception")
-        message = reply.get("message", "")
-        exc = RemoteError(f"{type_name}: {message}" if message else type_name, type_name, text)
-    else:
-        try:
-            exc.remote_traceback = text
-        except (AttributeError, TypeError):
-            pass
-    return exc
-
-
-class ProcessRunner(Runner):
-    """Runs a ``PyBody`` in a worker process of ``pool``: true parallelism, and cancel ends it for real.
-
-    The inputs (``bound``, from ``bind(body, user_ns)``) are pickled now, at
-    dispatch, up to ``budget_bytes``; a value that cannot be pickled raises
-    ``SpecError`` naming it. The run sends the kernel's cwd, ``sys.path`` and
-    environment with the job, streams the worker's stdout and stderr (fd level)
-    into the task, forwards ``progress()``, and returns the expression's value
-    or a dict of the names assigned, like ``PythonRunner`` (only ``names``, if
-    given: an unpicklable name not asked for does not fail the task).
-    """
-
-    kind = "python"
-    #: cancel ends the process for real: a cancelled attempt never lingers
-    runs_in_process = True
-
-    def __init__(
-        self,
-        body: PyBody,
-        bound: Mapping[str, Any],
-        pool: WorkerPool,
-        *,
-        budget_bytes: int = DEFAULT_BUDGET,
-        first_line: int | None = None,
-        names: Sequence[str] | None = None,
-    ) -> None:
-        self.body = body
-        self.pool = pool
-        #: for statements: the assigned names to send back (None: every name the body assigns)
-        self.names = None if names is None else list(names)
-        self.first_line = first_line or _first_line(body)
-        self.inputs = check_picklable(bound, budget_bytes)
-        #: the names assigned by the last run, with their values
-        self.assigned: dict[str, Any] = {}
-
-    def describe(self) -> str:
-        src = self.body.source.strip()
-        return src.splitlines()[0] if src else ""
-
-    def run(self, ctx: RunContext) -> Any:
-        ctx.process = True
-        inputs = self.inputs.complete()
-        job = {
-            "op": "run",
-            "source": self.body.source,
-            "filename": self.body.filename,
-            "first_line": self.first_line,
-            "inputs": inputs,
-            "names": self.names,
-            "cwd": os.getcwd(),
-            "path": list(sys.path),
-            "env": {**os.environ, "PYTHONUNBUFFERED": "1"},
-            "label": ctx.task.label,
-        }
-        ctx.check()
-        try:
-            reply = self._run_on_worker(job, ctx)
-        except WorkerDied as e:
-            if not e.before_job:
-                raise
-            # the worker died before the job reached it (killed while idle, failed to start): once more
-            reply = self._run_on_worker(job, ctx)
-        ctx.check()
-        return self._outcome(reply)
-
-    def _run_on_worker(self, job: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
-        worker = self.pool.acquire(cancelled=lambda: ctx.cancelled)
-        try:
-            with ctx.lock:
-                if ctx.cancelled:
-                    raise TaskCancelled(f"task {ctx.task.label} was cancelled")
-                ctx.handle = worker
-                ctx.sid = worker.pid
-                ctx.task.pid = worker.pid
-            try:
-                return worker.run_job(job, ctx)
-            except WorkerDied:
-                if ctx.cancelled:
-                    raise TaskCancelled(f"task {ctx.task.label} was cancelled") from None
-                raise
-        finally:
-            with ctx.lock:
-                ctx.handle = None
-            self.pool.release(worker)
-
-    def _outcome(self, reply: dict[str, Any]) -> Any:
-        op = reply["op"]
-        if op == "done":
-            try:
-                value = cloudpickle.loads(reply["value"])
-            except Exception as e:
-                raise ResultError(f"the result of the worker process cannot be loaded here: {_one_line(e)}") from None
-            if not self.body.is_expression:
-                self.assigned = dict(value)
-            return value
-        if op == "error":
-            exc = _remote_exception(reply)
-            raise exc from RemoteTraceback(reply.get("traceback") or "")
-        if reply.get("stage") == "result":
-            raise ResultError(reply["message"])
-        raise SpecError(reply["message"])
-
-    def cancel(self, ctx: RunContext) -> None:
-        with ctx.lock:
-            worker = ctx.handle
-        if isinstance(worker, WorkerProcess):
-            worker.kill()
-
-
-__all__ = [
-    "DEFAULT_BUDGET",
-    "Inputs",
-    "PoolStats",
-    "ProcessRunner",
-    "RemoteError",
-    "RemoteTraceback",
-    "ResultError",
-    "WorkerDied",
-    "WorkerPool",
-    "WorkerProcess",
-    "check_picklable",
-]
+__all__ = ["PoolStats", "WorkerPool", "WorkerProcess"]

@@ -10,9 +10,10 @@ Wire protocol, both directions: frames of an 8-byte big-endian length and a
 pickled ``dict`` with an ``op`` key.
 
 kernel -> worker
-    ``run``: ``source``, ``filename``, ``first_line``, ``inputs`` (name -> cloudpickled
-    bytes), ``names`` (assigned names to send back; None: all), ``cwd``, ``path``
-    (``sys.path``), ``env``, ``label``. Two file
+    ``run``: ``runner`` (the job's runner, cloudpickled: it runs here with a
+    ``TaskContext`` whose progress goes over the channel), ``label``,
+    ``attempt``, and where they changed since the last job: ``cwd``, ``path``
+    (``sys.path``), ``env``. Two file
     descriptors ride on the frame's length header (``SCM_RIGHTS``): the write
     ends of this job's stdout and stderr pipes. The worker puts them on fds 1
     and 2 for the job, so ``print``, C code and ``os.system`` are all captured,
@@ -35,8 +36,6 @@ exited or was killed) or on SIGTERM.
 """
 from __future__ import annotations
 
-import asyncio
-import builtins
 import os
 import pickle
 import signal
@@ -116,62 +115,6 @@ class FrameReader:
         return out
 
 
-class WorkerContext:
-    """What ``current_task()`` returns inside a worker process.
-
-    ``progress`` reaches the task in the kernel. Cancellation is not
-    cooperative here: the kernel ends the whole process, so ``cancelled`` is
-    always False and ``check`` does nothing.
-    """
-
-    process = True
-    cancelled = False
-
-    def __init__(self, channel: Channel, label: str) -> None:
-        self.label = label
-        self._channel = channel
-        self._lock = threading.Lock()
-        self._pending: tuple[float | None, str | None] | None = None
-        self._last_sent = 0.0
-
-    def check(self) -> None:
-        """Nothing to check: a cancelled worker process is ended from outside."""
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep (a cancel ends the process)."""
-        time.sleep(seconds)
-
-    def output(self, stream: str, text: str) -> None:
-        """Write ``text`` to the job's ``stream`` ('stdout' or 'stderr')."""
-        f = sys.stderr if stream == "stderr" else sys.stdout
-        f.write(text)
-        f.flush()
-
-    def progress(self, percent: float | None = None, message: str | None = None) -> None:
-        """Report progress to the kernel (coalesced; the latest report always arrives)."""
-        with self._lock:
-            self._pending = (percent, message)
-            if time.monotonic() - self._last_sent < PROGRESS_INTERVAL:
-                return
-            self._send_locked()
-
-    def flush(self) -> None:
-        """Send a progress report held back by coalescing."""
-        with self._lock:
-            self._send_locked()
-
-    def _send_locked(self) -> None:
-        if self._pending is None:
-            return
-        percent, message = self._pending
-        self._pending = None
-        self._last_sent = time.monotonic()
-        try:
-            self._channel.send({"op": "progress", "percent": percent, "message": message})
-        except OSError:
-            pass
-
-
 def _one_line(e: BaseException) -> str:
     text = f"{type(e).__name__}: {e}"
     return text.splitlines()[0] if text.strip() else type(e).__name__
@@ -183,10 +126,10 @@ def _type_name(obj: Any) -> str:
     return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
 
 
-def _remote_traceback(e: BaseException, filename: str) -> str:
+def _remote_traceback(e: BaseException, filename: str | None) -> str:
     """The traceback text from the body's first frame on (the worker's own frames left out)."""
     tb = e.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+    while tb is not None and filename is not None and tb.tb_frame.f_code.co_filename != filename:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
 
@@ -214,44 +157,84 @@ def _pickle_result(value: Any, is_expression: bool) -> dict[str, Any]:
     }
 
 
+class _WorkerEvents:
+    """``JobEvents`` inside a worker: output goes to this job's pipes (fds 1 and 2), progress over the channel."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._pending: tuple[float | None, str | None] | None = None
+        self._last_sent = 0.0
+
+    def output(self, stream: str, text: str) -> None:
+        f = sys.stderr if stream == "stderr" else sys.stdout
+        f.write(text)
+        f.flush()
+
+    def progress(self, percent: float | None, message: str | None) -> None:
+        """Coalesced to one message per ``PROGRESS_INTERVAL``; the latest always arrives (``flush``)."""
+        with self._lock:
+            self._pending = (percent, message)
+            if time.monotonic() - self._last_sent < PROGRESS_INTERVAL:
+                return
+            self._send_locked()
+
+    def placed(self, where: str | None, pid: int | None) -> None:
+        """Where a job runs is known in the kernel already."""
+
+    def finished(self, value: Any = None, error: BaseException | None = None) -> None:
+        """The reply is sent by ``run_job``."""
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        if self._pending is None:
+            return
+        percent, message = self._pending
+        self._pending = None
+        self._last_sent = time.monotonic()
+        try:
+            self._channel.send({"op": "progress", "percent": percent, "message": message})
+        except OSError:
+            pass
+
+
+def _apply_changes(job: dict[str, Any]) -> None:
+    """Take on the kernel's cwd, ``sys.path`` and environment where the job carries them."""
+    if "cwd" in job:
+        os.chdir(job["cwd"])
+    if "path" in job:
+        sys.path[:] = job["path"]
+    if "env" in job:
+        os.environ.clear()
+        os.environ.update(job["env"])
+
+
 def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job in this process; returns the reply (never raises for the body's errors)."""
+    """Run one job's runner in this process; returns the reply (never raises for the runner's errors)."""
     import cloudpickle
 
-    from ... import context
-    from ...runners.python import compile_body
+    from ...context import TaskContext
 
     try:
-        os.chdir(job["cwd"])
+        _apply_changes(job)
     except OSError as e:
         return {"op": "failed", "stage": "input", "message": f"cannot enter the kernel's directory: {_one_line(e)}"}
-    sys.path[:] = job["path"]
-    os.environ.clear()
-    os.environ.update(job["env"])
-    from ...runners import python as pycode
-
-    # input() fails at once with the engine's message where it has one (stdin is /dev/null anyway)
-    g: dict[str, Any] = {"__builtins__": getattr(pycode, "TASK_BUILTINS", builtins), "__name__": "__main__"}
-    for name, data in job["inputs"].items():
-        try:
-            g[name] = cloudpickle.loads(data)
-        except Exception as e:
-            return {
-                "op": "failed",
-                "stage": "input",
-                "message": f"cannot receive {name!r} in the worker process: {_one_line(e)}",
-            }
     try:
-        body = compile_body(job["source"], job["filename"], first_line=job["first_line"])
+        runner = cloudpickle.loads(job["runner"])
     except Exception as e:
-        return {"op": "failed", "stage": "compile", "message": str(e)}
-    wctx = WorkerContext(channel, job.get("label", ""))
-    token = context._current.set(wctx)  # type: ignore[arg-type]  # duck-typed RunContext
+        return {"op": "failed", "stage": "input", "message": f"cannot receive the task in the worker process: "
+                                                              f"{_one_line(e)}"}
+    events = _WorkerEvents(channel)
+    ctx = TaskContext(job.get("label", ""), job.get("attempt", 1), events)  # type: ignore[arg-type]
+    token = ctx.activate()
     try:
-        value = eval(body.code, g)
-        if body.is_async:
-            value = asyncio.run(value)
+        value = runner.run(ctx)
     except BaseException as e:  # the body's own failure, whatever it is
+        if type(e).__name__ == "SpecError" and getattr(e, "__module__", "").startswith("ttasks_ipy"):
+            return {"op": "failed", "stage": "compile", "message": str(e)}
         try:
             exc_data: bytes | None = cloudpickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception:
@@ -260,16 +243,13 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
             "op": "error",
             "type": _type_name(e),
             "message": str(e),
-            "traceback": _remote_traceback(e, body.filename),
+            "traceback": _remote_traceback(e, getattr(runner, "filename", None)),
             "exception": exc_data,
         }
     finally:
-        context._current.reset(token)
-        wctx.flush()
-    if not body.is_expression:
-        wanted = job.get("names")
-        value = {n: g[n] for n in (body.assigns if wanted is None else wanted) if n in g}
-    return _pickle_result(value, body.is_expression)
+        ctx.deactivate(token)
+        events.flush()
+    return _pickle_result(value, getattr(runner, "is_expression", True))
 
 
 def _flush_std() -> None:
