@@ -1,6 +1,8 @@
 """``SyncBackend``: runs each job inline in ``submit``; deterministic, for engine tests."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..context import TaskContext
 from .base import Backend, BackendStats, Job, JobEvents, JobHandle
 
@@ -41,14 +43,22 @@ class SyncBackend(Backend):
         return BackendStats(self.name, self._running, self._submitted)
 
 
-def run_job(job: Job, ctx: TaskContext, events: JobEvents) -> None:
-    """Run ``job.runner`` with ``ctx`` current on this thread and report the end to ``events``; never raises."""
+def run_job(job: Job, ctx: TaskContext, events: JobEvents, before_end: Callable[[], None] | None = None) -> None:
+    """Run ``job.runner`` with ``ctx`` current on this thread and report the end to ``events``.
+
+    ``before_end`` runs just before ``events.finished`` (a pool marks its
+    thread free there, so the next job, started from ``finished``, reuses it).
+    """
     token = ctx.activate()
     try:
         value = job.runner.run(ctx)
     except BaseException as e:  # the task's own failure, whatever it is
         ctx.deactivate(token)
+        if before_end is not None:
+            before_end()
         events.finished(error=e)
     else:
         ctx.deactivate(token)
+        if before_end is not None:
+            before_end()
         events.finished(value=value)

@@ -81,23 +81,25 @@ class ThreadBackend(Backend):
                 continue  # a submit claimed us: its job is on the way
             if item is _STOP:
                 break
+            freed = [False]
+
+            def free(freed: list[bool] = freed) -> None:  # this thread takes work again from here
+                if not freed[0]:
+                    freed[0] = True
+                    with self._lock:
+                        self._running -= 1
+                    idle.release()
+
             try:
-                self._run(item)
+                with self._lock:
+                    self._running += 1
+                    self._submitted += 1
+                run_job(item.job, item.ctx, item.events, free)
             except BaseException:  # noqa: BLE001 - a late cancel exception must not end a pooled thread
                 log.debug("a job's thread caught a late exception", exc_info=True)
-            idle.release()
+            free()
         with self._lock:
             self._threads -= 1
-
-    def _run(self, item: _ThreadJob) -> None:
-        with self._lock:
-            self._running += 1
-            self._submitted += 1
-        try:
-            run_job(item.job, item.ctx, item.events)
-        finally:
-            with self._lock:
-                self._running -= 1
 
     def shutdown(self) -> None:
         with self._lock:
