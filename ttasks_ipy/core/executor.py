@@ -142,6 +142,7 @@ class Executor:
         self._own_dir = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ttasks-"))
         os.chmod(self.output_dir, 0o700)
+        self._dir = str(self.output_dir)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._tasks: dict[int, Task] = {}
@@ -222,7 +223,7 @@ class Executor:
                     "wait, cancel a task, or raise max_workers"
                 )
             tid = next(self._ids)
-            output = TaskOutput(self.output_dir / str(tid), tail_chars=self.tail_chars, file_cap=self.file_cap)
+            output = TaskOutput(f"{self._dir}/{tid}", tail_chars=self.tail_chars, file_cap=self.file_cap)
             task = Task(self, tid, spec, output)
             self._tasks[tid] = task
             if spec.name is not None:
@@ -315,18 +316,24 @@ class Executor:
             self._queue_and_fill(task)
 
     def _queue_and_fill(self, task: Task | None) -> None:
-        to_start = []
         with self._lock:
             if task is not None:
                 self._queue.append(task)
-            while self._queue and self._running < self.max_workers:
-                t = self._queue.popleft()
-                if t.state is not _QUEUED:
-                    continue
-                self._running += 1
-                to_start.append(t)
+            to_start = self._take_queued_locked()
         for t in to_start:
             self._start(t, slot=True)
+
+    def _take_queued_locked(self) -> list[Task]:
+        """Reserve a slot for each queued task that can start now (under ``_lock``); start them after."""
+        to_start = []
+        queue = self._queue
+        while queue and self._running < self.max_workers:
+            t = queue.popleft()
+            if t.state is not _QUEUED:
+                continue
+            self._running += 1
+            to_start.append(t)
+        return to_start
 
     def _start(self, task: Task, *, slot: bool) -> None:
         ev = task.claim()
@@ -387,10 +394,12 @@ class Executor:
             if self._retry(attempt, reason):
                 return
             ev = task.finish(n, TaskState.FAILED, reason, exception=exc, tb=tb, **kept)
-        self._settle(task, ev, attempt)
+        self._settle(task, ev, attempt, running=False)
 
-    def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None) -> None:
+    def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None, *, running: bool = True) -> None:
         """The one ending of a task: publish its terminal event, stop the work, free the slot, wake waiters.
+
+        ``running=False`` when the backend said the work ended (nothing to stop).
 
         The end is published before the slot goes to the next task, so that
         subscribers never see more than ``max_workers`` running.
@@ -401,10 +410,11 @@ class Executor:
                 attempt.timer.cancel()
         task.publish_in_order(ev, self.bus.publish)
         if attempt is not None:
-            with self._lock:
-                still_running = self._attempts.get(task.id) is attempt
-            if still_running and not attempt.stopped:
-                self._stop(attempt)
+            if running:  # ended from outside (cancel, timeout): stop the work if it still runs
+                with self._lock:
+                    running = self._attempts.get(task.id) is attempt
+                if running and not attempt.stopped:
+                    self._stop(attempt)
             self._free(attempt)
         if ev is not None:
             task.notify_done()
@@ -432,24 +442,26 @@ class Executor:
         return True
 
     def _free(self, attempt: Attempt) -> None:
-        """Give back the attempt's worker slot or service place, once."""
+        """Give back the attempt's worker slot (to the next queued task) or service place, once."""
         with self._lock:
             if attempt.slot:
                 attempt.slot = False
-                slot = True
-            elif attempt.service:
-                attempt.service = False
-                self._services = max(0, self._services - 1)
-                return
+                self._running -= 1
+                to_start = self._take_queued_locked()
             else:
+                if attempt.service:
+                    attempt.service = False
+                    self._services = max(0, self._services - 1)
                 return
-        if slot:
-            self._give_back_slot()
+        for t in to_start:
+            self._start(t, slot=True)
 
     def _give_back_slot(self) -> None:
         with self._lock:
             self._running -= 1
-        self._queue_and_fill(None)
+            to_start = self._take_queued_locked()
+        for t in to_start:
+            self._start(t, slot=True)
 
     def _release_service(self) -> None:
         with self._lock:

@@ -32,8 +32,10 @@ class _Stream:
 class TaskOutput:
     """Output of one task, both streams, safe to append from one thread and read from any."""
 
-    def __init__(self, path: Path | None, *, tail_chars: int = 65_536, file_cap: int = 100 << 20):
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str] | None, *, tail_chars: int = 65_536,
+                 file_cap: int = 100 << 20):
+        self._dir = None if path is None else os.fspath(path)
+        self._path: Path | None = None
         self.tail_chars = tail_chars
         self.file_cap = file_cap
         self._lock = threading.Lock()
@@ -41,6 +43,18 @@ class TaskOutput:
         #: the last lines of both streams in the order written: (stream, text) pieces
         self._mixed: collections.deque[tuple[str, str]] = collections.deque()
         self._mixed_size = 0
+
+    @property
+    def path(self) -> Path | None:
+        """The folder of the output files (made when the first text arrives), or None."""
+        if self._path is None and self._dir is not None:
+            self._path = Path(self._dir)
+        return self._path
+
+    @property
+    def folder(self) -> str | None:
+        """``path`` as a string (cheap)."""
+        return self._dir
 
     def _file_for(self, name: str, st: _Stream):
         if st.file is None and self.path is not None:

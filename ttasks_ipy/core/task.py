@@ -65,7 +65,8 @@ class Task:
         self.kind = spec.kind
         self._executor = executor
         self._lock = threading.Lock()
-        self._done = threading.Event()
+        self._is_done = False  # set once waiters were woken and callbacks ran
+        self._done_event: threading.Event | None = None  # made for the first low-level waiter
         self._callbacks: list[Callable[[Task], None]] = []
         self.state = TaskState.PENDING
         self.output_buffer = output
@@ -179,12 +180,11 @@ class Task:
         if self._description is None:
             self._description = spec.runner.describe()
         pct, msg = self.progress
-        path = self.output_buffer.path
-        error = self.error
+        error = self.error if self.state.terminal else None
         return TaskRecord(
             self.id, self.name, self.kind, self._description, self.state, self.status, self.reason,
             self.attempt, spec.retries, self.created, self.started, self.finished, pct, msg, spec.backend,
-            self.where, None if path is None else str(path), tuple(self.blocked_by), self.delivered,
+            self.where, self.output_buffer.folder, tuple(self.blocked_by), self.delivered,
             error.splitlines()[0] if error else None,
         )
 
@@ -201,14 +201,20 @@ class Task:
     def add_done_callback(self, fn: Callable[[Task], None]) -> None:
         """Call ``fn(task)`` once the task is done (at once if it already is)."""
         with self._lock:
-            if not self._done.is_set():
+            if not self._is_done:
                 self._callbacks.append(fn)
                 return
         fn(self)
 
     def wait_done(self, timeout: float | None) -> bool:
         """Low-level: block on this task alone; True if done."""
-        return self._done.wait(timeout)
+        with self._lock:
+            if self._is_done:
+                return True
+            if self._done_event is None:
+                self._done_event = threading.Event()
+            event = self._done_event
+        return event.wait(timeout)
 
     # ---- the state machine, for executors --------------------------------
     def enqueue(self) -> TaskEvent | None:
@@ -279,7 +285,8 @@ class Task:
         with self._lock:
             if not self.state.terminal:
                 raise InvalidTransition(f"task {self.label}: cannot change from {self.state} to pending")
-            self._done.clear()
+            self._is_done = False
+            self._done_event = None
             self.started = self.finished = None
             self.value, self.has_value = None, False
             self.exception = self.traceback = self.reason = None
@@ -379,13 +386,16 @@ class Task:
     def notify_done(self) -> None:
         """Wake waiters and run done callbacks; call once after a terminal event was published."""
         with self._lock:
-            if not self.state.terminal or self._done.is_set():
+            if not self.state.terminal or self._is_done:
                 return
             if self._starting:
                 self._notify_held = True  # after the held terminal event is out
                 return
             callbacks, self._callbacks = self._callbacks, []
-            self._done.set()
+            self._is_done = True
+            event = self._done_event
+        if event is not None:
+            event.set()
         for fn in callbacks:
             try:
                 fn(self)
