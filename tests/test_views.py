@@ -286,7 +286,7 @@ class TestCard:
         t = ex.submit(TaskSpec(BashRunner("true"), name="d"))
         card = task_card(t, up)
         t.wait(5)
-        t.spec.meta["delivered"] = ["x", "<y>"]
+        t.note_delivered(("x", "<y>"))
         up.refresh(t)
         assert up.wait_idle(2)
         assert "delivered" in card.html.value and "&lt;y&gt;" in card.html.value

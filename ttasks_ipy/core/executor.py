@@ -187,8 +187,12 @@ class Executor:
         replace: bool = False,
         hold: bool = False,
         after: Iterable[Task] = (),
+        prepare: Callable[[Task], None] | None = None,
     ) -> Task:
         """Start ``spec`` in the background (or queue it); returns its task at once.
+
+        ``prepare(task)`` is called with the new task before it can start (a
+        caller records its own facts about the task there, with no race).
 
         ``hold`` leaves the task PENDING until ``release(task)`` (or ``block``).
         ``after`` holds it until those tasks succeed, and blocks it as soon as
@@ -231,6 +235,8 @@ class Executor:
             if len(self._tasks) > self.keep_tasks:
                 self._forget_old_locked()
         task.add_done_callback(self._remember_finished)
+        if prepare is not None:
+            prepare(task)
         if old is not None:
             self.cancel(old, "replaced")
         deps = list(after)

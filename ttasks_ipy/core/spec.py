@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
@@ -56,9 +56,8 @@ def check_seconds(label: str, value: float | None, *, allow_zero: bool = False) 
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero) or value > MAX_SECONDS:
-        low = ">= 0" if allow_zero else "> 0"
-        raise SpecError(f"{label} must be a number of seconds {low} and at most {MAX_SECONDS:.0f} "
-                        f"(a year), not {value!r}")
+        what = "a number of seconds >= 0" if allow_zero else "a positive number of seconds"
+        raise SpecError(f"{label} must be {what}, at most {MAX_SECONDS:.0f} (a year), not {value!r}")
     return float(value)
 
 
@@ -79,8 +78,6 @@ class TaskSpec:
     service: bool = False
     ready: str | None = None
     backend: str = "thread"
-    #: free-form facts a caller keeps with the task (the kernel layer keeps its own in typed objects)
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.name is not None:

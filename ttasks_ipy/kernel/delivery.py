@@ -17,8 +17,7 @@ from typing import Any
 
 from ..core import Task, TaskState
 from ..views import text
-
-_MISSING = object()
+from .dispatch import MISSING, Dispatch, Dispatches
 
 
 @dataclass
@@ -59,16 +58,10 @@ class Inbox:
         return len(self._items)
 
 
-def targets_at_dispatch(names: list[str], user_ns: dict[str, Any]) -> dict[str, Any]:
-    """What each target name holds now (to tell later whether the user reassigned it)."""
-    return {n: user_ns.get(n, _MISSING) for n in names}
-
-
-def values_to_deliver(task: Task) -> dict[str, Any]:
-    """The names and values a finished task hands over."""
-    meta = task.spec.meta
-    out = meta.get("out")
-    if task.kind == "bash" or meta.get("prompt"):
+def values_to_deliver(task: Task, d: Dispatch) -> dict[str, Any]:
+    """The names and values a finished task hands over, as its dispatch says."""
+    out = d.out
+    if d.keeps_failed_result:
         if out and task.has_value:
             return {out: task.value}
         return {}
@@ -76,10 +69,10 @@ def values_to_deliver(task: Task) -> dict[str, Any]:
         return {}
     if out:
         return {out: task.value}
-    if meta.get("expression"):
+    if d.expression:
         return {}
     value = task.value
-    names = meta.get("names")
+    names = d.names
     if isinstance(value, dict):
         if names:
             return {n: value[n] for n in names if n in value}
@@ -99,10 +92,12 @@ class Delivery:
         user_ns: dict[str, Any],
         inbox: Inbox,
         show: Callable[[Task, str, bool], None],
+        dispatches: Dispatches,
         *,
         overwrite: Callable[[], bool],
     ) -> None:
         self.user_ns = user_ns
+        self.dispatches = dispatches
         self.inbox = inbox
         self.show = show
         self.overwrite = overwrite
@@ -124,25 +119,28 @@ class Delivery:
                 self.show(task, text.graph_notice(task), at_boundary)
                 self.reported_now.add(id(task))
                 continue
-            delivered, kept = self._write(task)
-            task.spec.meta["delivered"] = delivered
-            task.spec.meta["not_delivered"] = kept
-            if task.spec.meta.get("graph"):
+            d = self.dispatches.get(task)
+            if d is None:
+                continue
+            delivered, kept = self._write(task, d)
+            task.note_delivered(tuple(delivered))
+            d.not_delivered = tuple(kept)
+            if d.graph:
                 done.append(task)  # delivered; the graph's own notice speaks for it
                 continue
-            self.show(task, text.notice(task, delivered, kept), at_boundary)
+            self.show(task, text.notice(task, delivered, kept, d.facts()), at_boundary)
             self.reported_now.add(task.id)
             done.append(task)
         return done
 
-    def _write(self, task: Task) -> tuple[list[str], list[str]]:
-        values = values_to_deliver(task)
-        before = task.spec.meta.get("targets", {})
+    def _write(self, task: Task, d: Dispatch) -> tuple[list[str], list[str]]:
+        values = values_to_deliver(task, d)
+        before = d.targets
         delivered, kept = [], []
         for name, value in values.items():
-            old = before.get(name, _MISSING)
-            now = self.user_ns.get(name, _MISSING)
-            if now is not old and now is not self._ours.get(name, _MISSING) and not self.overwrite():
+            old = before.get(name, MISSING)
+            now = self.user_ns.get(name, MISSING)
+            if now is not old and now is not self._ours.get(name, MISSING) and not self.overwrite():
                 kept.append(name)
                 continue
             self.user_ns[name] = value

@@ -12,7 +12,6 @@ resolves ``pipeline`` and ``pipeline.test`` for ``%bg --after/--cancel/--wait/--
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,7 +23,7 @@ from ..core.errors import QueueFull, SpecError, TaskError
 from ..core.graph import GraphNode, GraphRun, check_name
 from ..core.task import Task
 from ..syntax.graph import compile_graph
-from .delivery import targets_at_dispatch
+from .dispatch import Dispatch
 
 USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]"
 
@@ -87,8 +86,8 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
             name, cell, user_ns, first_line=2, grace=session.config.grace,
             make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
         )
-        nodes = [_with_delivery(n, session, user_ns) for n in nodes]
-        graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel)
+        graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel,
+                         on_submit=lambda node, task: session.adopt(task, _dispatch(name, node, user_ns)))
         if isinstance(old, GraphRun) and old.status == "running":
             old.cancel()
         graph.start()
@@ -108,15 +107,13 @@ def _factory(session: Any, attr: str) -> Any:
     return fn if callable(fn) else None
 
 
-def _with_delivery(node: GraphNode, session: Any, user_ns: dict[str, Any]) -> GraphNode:
-    """Mark the node's task as this session's, with the delivery targets of a Python body."""
-    meta = dict(node.meta)
-    meta["session"] = id(session)
+def _dispatch(graph: str, node: GraphNode, user_ns: dict[str, Any]) -> Dispatch:
+    """What the session keeps about a graph task: a Python body delivers the names it assigns."""
+    d = Dispatch(graph=graph, keeps_failed_result=node.kind != "python")
     if node.kind == "python":
-        meta["targets"] = targets_at_dispatch([] if meta.get("expression") else list(meta.get("assigns", ())), user_ns)
-    elif node.kind == "prompt":
-        meta["prompt"] = True
-    return dataclasses.replace(node, meta=meta)
+        d.expression = bool(node.meta.get("expression"))
+        d.remember_targets([] if d.expression else list(node.meta.get("assigns", ())), user_ns)
+    return d
 
 
 def start_line(graph: GraphRun) -> str:

@@ -22,7 +22,8 @@ from ..core.errors import QueueFull, TaskError
 from ..core.graph import GraphRun
 from ..syntax.expand import expand_shell, expand_text, split_options
 from ..views import text
-from .delivery import targets_at_dispatch
+from ..views.facts import NO_FACTS
+from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
 from .session import Session
 
@@ -169,10 +170,10 @@ class BgMagics(Magics):
             runner = BashRunner(expand_shell(command, ns), env=self._env(args, ns), cwd=self._cwd(args, ns),
                                 grace=self.session.config.grace)
             spec = self._spec(args, runner, name)
-            spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
+            plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif body.startswith("?") or args.prompt:
             text_ = body[1:] if body.startswith("?") and not args.prompt else body
-            spec = self._prompt_spec(args, text_, name, out)
+            spec, plan = self._prompt_spec(args, text_, name, out)
         else:
             self._refuse_command_options(args)
             pybody = compile_body(body, self._filename())
@@ -184,8 +185,8 @@ class BgMagics(Magics):
             runner = self._python_runner(args, pybody, ns)
             spec = self._spec(args, runner, name)
             targets = [out] if out else ([] if pybody.is_expression else list(pybody.assigns))
-            spec.meta.update(out=out, expression=pybody.is_expression, targets=targets_at_dispatch(targets, ns))
-        return self._submit(spec, args)
+            plan = Dispatch(out=out, expression=pybody.is_expression).remember_targets(targets, ns)
+        return self._submit(spec, args, plan)
 
     def _dispatch_cell(self, args: argparse.Namespace, cell: str) -> Any:
         ns = self.shell.user_ns
@@ -197,11 +198,11 @@ class BgMagics(Magics):
                 raise UsageError("%%bg --bash: --names goes with Python cells; a script delivers its result with -o")
             runner = BashRunner(cell, env=self._env(args, ns), cwd=self._cwd(args, ns), grace=self.session.config.grace)
             spec = self._spec(args, runner, name)
-            spec.meta.update(out=out, targets=targets_at_dispatch([out] if out else [], ns))
+            plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif args.prompt:
             if args.names:
                 raise UsageError("%%bg --prompt: --names goes with Python cells; a prompt delivers its text with -o")
-            spec = self._prompt_spec(args, cell, name, out)
+            spec, plan = self._prompt_spec(args, cell, name, out)
         else:
             self._refuse_command_options(args)
             # line 1 of the cell is the %%bg line: tracebacks count from there
@@ -225,14 +226,16 @@ class BgMagics(Magics):
             runner = self._python_runner(args, pybody, ns)
             spec = self._spec(args, runner, name)
             targets = [out] if out else ([] if pybody.is_expression else list(names or pybody.assigns))
-            spec.meta.update(out=out, expression=pybody.is_expression, names=names,
-                             targets=targets_at_dispatch(targets, ns))
-        task = self._submit(spec, args)
+            plan = Dispatch(out=out, expression=pybody.is_expression, names=None if names is None else tuple(names))
+            plan.remember_targets(targets, ns)
+        task = self._submit(spec, args, plan)
         if name:
             ns[name] = task  # a cell magic's value cannot be assigned: bind the handle under its name
         return task
 
-    def _prompt_spec(self, args: argparse.Namespace, template: str, name: str | None, out: str | None) -> TaskSpec:
+    def _prompt_spec(
+        self, args: argparse.Namespace, template: str, name: str | None, out: str | None
+    ) -> tuple[TaskSpec, Dispatch]:
         self._refuse_command_options(args)
         if args.process:
             raise UsageError("%bg: --process goes with Python, not with a prompt")
@@ -246,8 +249,8 @@ class BgMagics(Magics):
         spec = self._spec(args, runner, name)
         if spec.timeout is None:
             spec.timeout = self.session.config.llm_timeout
-        spec.meta.update(out=out, prompt=True, expression=True, targets=targets_at_dispatch([out] if out else [], ns))
-        return spec
+        plan = Dispatch(out=out, expression=True, keeps_failed_result=True).remember_targets([out] if out else [], ns)
+        return spec, plan
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
@@ -269,13 +272,13 @@ class BgMagics(Magics):
             backend="process" if getattr(args, "process", False) and runner.kind == "python" else "thread",
         )
 
-    def _submit(self, spec: TaskSpec, args: argparse.Namespace) -> Any:
+    def _submit(self, spec: TaskSpec, args: argparse.Namespace, plan: Dispatch) -> Any:
         after = []
         if args.after:
             for key in expand_text(args.after, self.shell.user_ns).split(","):
                 after.append(self._find(key.strip()))
         try:
-            return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet)
+            return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet, dispatch=plan)
         except QueueFull as e:
             raise UsageError(f"%bg: {e}") from None
 
@@ -416,8 +419,10 @@ class BgMagics(Magics):
             # a task delivered before the wait began still gets its line: the wait's answer
             for t in done:
                 self.session.drop_pending(t)
-                if t.id not in self.session.delivery.reported_now and not t.spec.meta.get("graph"):
-                    print(text.notice(t, t.spec.meta.get("delivered", ()), t.spec.meta.get("not_delivered", ())))
+                d = self.session.dispatches.get(t)
+                if t.id not in self.session.delivery.reported_now and not (d and d.graph):
+                    print(text.notice(t, t.delivered, d.not_delivered if d else (),
+                                      d.facts() if d else NO_FACTS))
             for g in graphs:
                 self.session.drop_pending(g)
                 if id(g) not in self.session.delivery.reported_now:

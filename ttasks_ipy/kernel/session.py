@@ -18,6 +18,7 @@ from ..core.runners.python import CallRunner
 from ..views import text
 from .config import TTasks
 from .delivery import Delivery, Inbox, Item
+from .dispatch import Dispatch, Dispatches
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -39,7 +40,10 @@ class Session:
             file_cap=config.file_cap,
         )
         self.inbox = Inbox()
-        self.delivery = Delivery(shell.user_ns, self.inbox, self._show, overwrite=lambda: self.config.overwrite)
+        #: what this session keeps about each task it started
+        self.dispatches = Dispatches()
+        self.delivery = Delivery(shell.user_ns, self.inbox, self._show, self.dispatches,
+                                 overwrite=lambda: self.config.overwrite)
         self._displays: dict[int, Any] = {}
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
@@ -68,10 +72,15 @@ class Session:
         after: list[Task] | None = None,
         quiet: bool = False,
         show_handle: bool = False,
+        dispatch: Dispatch | None = None,
     ) -> Task:
-        """Submit ``spec`` for this session and show its start line (unless ``quiet``)."""
-        spec.meta["session"] = id(self)
-        task = self.executor.submit(spec, replace=replace, after=after or ())
+        """Submit ``spec`` for this session and show its start line (unless ``quiet``).
+
+        ``dispatch`` says where its result goes (default: the names a statement assigns).
+        """
+        d = dispatch or Dispatch()
+        task = self.executor.submit(spec, replace=replace, after=after or (), prepare=lambda t: self.adopt(t, d))
+        d.queued_at_start = task.state is TaskState.QUEUED
         if quiet:
             if not show_handle:  # a bare `%bg --quiet …` line shows no handle either
                 self._shown_in_cell[task.id] = self.cell_seq
@@ -82,8 +91,12 @@ class Session:
     def submit_call(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Task:
         """The function form: ``bg(fn, *args, **kwargs)``."""
         spec = TaskSpec(CallRunner(fn, args, kwargs))
-        spec.meta["expression"] = True
-        return self.submit(spec, quiet=True, show_handle=True)  # `bg(f)` as a cell's last line shows it
+        # `bg(f)` as a cell's last line shows it
+        return self.submit(spec, quiet=True, show_handle=True, dispatch=Dispatch(expression=True))
+
+    def adopt(self, task: Task, dispatch: Dispatch) -> None:
+        """Make ``task`` this session's: its events reach the inbox and ``dispatch`` says what to deliver."""
+        self.dispatches.add(task, dispatch)
 
     def prompt_settings(self) -> Any:
         """LLM settings from the config, falling back to OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL."""
@@ -136,10 +149,10 @@ class Session:
         if self.widgets():
             from .. import views
 
-            display(views.task_card(task, self.updater))
+            display(views.task_card(task, self.updater, facts=self.dispatches.facts(task)))
             self._cards.add(task.id)
         else:
-            handle = display(_Line(text.start_line(task)), display_id=True)
+            handle = display(_Line(text.start_line(task, self.dispatches.facts(task))), display_id=True)
             if handle is not None:
                 self._displays[task.id] = handle
         self._shown_in_cell[task.id] = self.cell_seq
@@ -223,7 +236,7 @@ class Session:
 
     # ---- events and delivery -------------------------------------------
     def _on_event(self, ev: TaskEvent) -> None:
-        if ev.task.spec.meta.get("session") != id(self):
+        if ev.task not in self.dispatches:
             return
         if ev.kind is EventKind.READY:
             self.inbox.put(Item("ready", ev.task))
@@ -277,7 +290,7 @@ class Session:
 
     def _after_wait(self, done: list[Task]) -> None:
         if threading.current_thread() is threading.main_thread():
-            ids = {t.id for t in done if t.spec.meta.get("session") == id(self)}
+            ids = {t.id for t in done if t in self.dispatches}
             if ids:
                 self.delivery.drain(at_boundary=True, only=ids)
 

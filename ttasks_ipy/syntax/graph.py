@@ -36,7 +36,8 @@ from typing import Any
 
 from ..core.errors import SpecError
 from ..core.fields import closing_brace
-from ..core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph, check_name
+from ..core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph
+from ..core.names import check_name
 from ..core.runners.bash import BashRunner
 from ..core.runners.python import PyBody, PythonRunner, bind, compile_body
 from ..core.spec import Runner

@@ -8,7 +8,7 @@ exist. What the kernel layer calls, once per session and per display:
 ...     display(task_card(task, updater))       # in the dispatching cell, on the main thread
 ...     display(dashboard(executor, updater))
 ...     display(graph_view(graph, updater))
->>> updater.refresh(task)                      # after delivery wrote task.spec.meta["delivered"]
+>>> updater.refresh(task)                      # after delivery noted what it delivered
 
 Importing this package does not import ipywidgets; the widget modules are
 loaded on first use, so terminal IPython pays nothing for them.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .facts import NO_FACTS, TaskFacts
 from .updater import Updater, UpdaterStats, View
 
 if TYPE_CHECKING:
@@ -42,11 +43,12 @@ def widgets_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8) -> TaskCard:
+def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
+              facts: TaskFacts = NO_FACTS) -> TaskCard:
     """A live card for ``task`` (create it on the main thread, then display it)."""
     from .card import task_card as make
 
-    return make(task, updater, tail_lines=tail_lines)
+    return make(task, updater, tail_lines=tail_lines, facts=facts)
 
 
 def dashboard(executor: Executor, updater: Updater | None = None, *, rows: int = 25) -> Dashboard:

@@ -20,6 +20,7 @@ from traitlets import Float, Int, Unicode, validate
 
 from ..core import Task, TaskState
 from . import ansi, base
+from .facts import NO_FACTS, TaskFacts
 from .style import (
     BORDER,
     FIT,
@@ -66,7 +67,9 @@ class TaskCard(widgets.HBox):
         value = proposal["value"]
         return None if value is None else min(100.0, max(0.0, float(value)))
 
-    def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8) -> None:
+    def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
+                 facts: TaskFacts = NO_FACTS) -> None:
+        self._facts = facts
         self._html = base.html_widget("", "card_html")
         self._button = widgets.Button(
             description="Cancel",
@@ -81,7 +84,7 @@ class TaskCard(widgets.HBox):
             tail_lines=tail_lines,
         )
         self._task_ref = weakref.ref(task)
-        self._plain = _plain_line(task)
+        self._plain = _plain_line(task, facts)
         self._describe = shorten(task.spec.runner.describe(), 160)
         self._tqdm: float | None = None
         self._ever_percent = False
@@ -155,7 +158,7 @@ class TaskCard(widgets.HBox):
         )
 
     def _header(self, task: Task, status: str, active: bool) -> str:
-        out = task.spec.meta.get("out")
+        out = self._facts.out
         name = esc(task.label) + (f' <span style="color:{MUTED};font-weight:400">→ {esc(out)}</span>' if out else "")
         if task.state is TaskState.RUNNING:
             when = clock(task.elapsed)
@@ -221,7 +224,7 @@ class TaskCard(widgets.HBox):
         if task.ready_line is not None:
             ready = esc(shorten(ansi.strip(task.ready_line), 120))
             bits.append(f'ready: <span style="font-family:{MONO}">{ready}</span>')
-        delivered = task.spec.meta.get("delivered")
+        delivered = task.delivered
         if delivered:
             names = ", ".join(f'<b style="font-family:{MONO}">{esc(n)}</b>' for n in delivered)
             bits.append(f"delivered {names}")
@@ -274,19 +277,20 @@ class TaskCard(widgets.HBox):
         return self._plain
 
 
-def _plain_line(task: Task) -> str:
+def _plain_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     """The stable ``text/plain`` of a card: the text view's start line when there is one."""
     try:
         from . import text
 
-        return text.start_line(task)
+        return text.start_line(task, facts)
     except Exception:  # the text views belong to the kernel layer; never fail a card for them
         return f"[bg] {task.label} ({task.kind}): {shorten(task.spec.runner.describe(), 60)}"
 
 
-def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8) -> TaskCard:
+def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
+              facts: TaskFacts = NO_FACTS) -> TaskCard:
     """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it."""
-    return TaskCard(task, updater, tail_lines=tail_lines)
+    return TaskCard(task, updater, tail_lines=tail_lines, facts=facts)
 
 
 __all__ = ["TaskCard", "task_card"]

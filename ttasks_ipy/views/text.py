@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..core import Task, TaskState
+from .facts import NO_FACTS, TaskFacts
 from .style import duration
 
 MARK = {
@@ -24,19 +25,18 @@ def _short(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def title(task: Task) -> str:
+def title(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     """``fit`` or ``#3``, with ``→ r`` when it delivers into a name."""
-    out = task.spec.meta.get("out")
-    return task.label + (f" → {out}" if out else "")
+    return task.label + (f" → {facts.out}" if facts.out else "")
 
 
-def start_line(task: Task) -> str:
+def start_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     """What ``%bg`` shows when it dispatches (stable text for saved notebooks)."""
-    verb = "queued" if task.state is TaskState.QUEUED and task.spec.meta.get("queued_at_start") else "started"
-    return f"[bg] {title(task)} {verb} ({task.kind}): {_short(task.spec.runner.describe())}"
+    verb = "queued" if task.state is TaskState.QUEUED and facts.queued_at_start else "started"
+    return f"[bg] {title(task, facts)} {verb} ({task.kind}): {_short(task.record().description)}"
 
 
-def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) -> str:
+def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), facts: TaskFacts = NO_FACTS) -> str:
     """The one-line notice of a finished task."""
     delivered, kept = list(delivered), list(kept)
     mark = MARK.get(task.state, "•")
@@ -46,7 +46,7 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) 
         line = f"{head} finished in {duration(task.elapsed)}"
         if delivered:
             line += " → " + ", ".join(delivered)
-        elif task.kind == "python" and task.spec.meta.get("expression") and task.has_value:
+        elif task.kind == "python" and facts.expression and task.has_value:
             line += ": " + _short(repr(task.value), 70)
     elif task.state is TaskState.FAILED:
         line = f"{head} failed after {duration(task.elapsed)}: {_short(task.error or task.reason or '', 90)}"
@@ -70,7 +70,7 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = ()) 
 def graph_notice(graph: Any) -> str:
     """The one-line notice of a finished graph run."""
     st = graph.statistics()
-    delivered = [n for t in graph.tasks.values() for n in t.spec.meta.get("delivered", ())]
+    delivered = [n for t in graph.tasks.values() for n in t.delivered]
     counts = ", ".join(
         f"{n} {word}"
         for n, word in ((st.succeeded, "succeeded"), (st.failed, "failed"), (st.cancelled, "cancelled"),
@@ -91,13 +91,13 @@ def ready_line(task: Task) -> str:
     return f"[bg] ▶ {task.label} ready: {_short(task.ready_line or '', 80)}"
 
 
-def status_line(task: Task) -> str:
+def status_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     """A live one-line status (for reprs; not stable)."""
     pct, msg = task.progress
     extra = f" {pct:.0f}%" if pct is not None else ""
     extra += f" {msg}" if msg else ""
-    what = _short(task.spec.runner.describe(), 50)
-    return f"[bg] {title(task)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {what}"
+    what = _short(task.record().description, 50)
+    return f"[bg] {title(task, facts)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {what}"
 
 
 def task_table(tasks: Iterable[Task], now: float | None = None) -> str:

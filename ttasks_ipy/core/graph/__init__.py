@@ -38,7 +38,6 @@ from __future__ import annotations
 import collections
 import difflib
 import graphlib
-import keyword
 import logging
 import queue
 import threading
@@ -49,7 +48,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import SpecError, TaskNotDone, WaitTimeout
-from ..spec import Runner, TaskSpec
+from ..names import check_name
+from ..spec import Runner, TaskSpec, check_seconds
 from ..states import TaskState
 from ..task import Task, check_not_inside_task
 
@@ -142,13 +142,6 @@ class NodeLike(Protocol):
 def _where(node: Any) -> str:
     line = getattr(node, "line", None)
     return f"line {line}: " if line is not None else ""
-
-
-def check_name(name: str, what: str, where: str = "") -> None:
-    """Raise ``SpecError`` unless ``name`` is an identifier that is not a keyword."""
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        raise SpecError(f"{where}{what} name {name!r} is not usable: use an identifier (letters, digits, _) "
-                        "that is not a Python keyword")
 
 
 def suggest(name: str, known: Sequence[str]) -> str:
@@ -386,6 +379,8 @@ class GraphRun:
     ``statistics()``; address tasks as ``graph["test"]``, ``graph.test`` or
     ``graph.tasks``; call ``wait(timeout)``, ``cancel()``, ``rerun()``.
 
+    ``on_submit(node, task)`` is called for each task as it is submitted,
+    before any of them can run (a caller keeps its own facts about them).
     ``timeout`` (seconds) stops the graph as ``cancel()`` does when exceeded;
     ``max_parallel`` caps how many of its tasks run at once, on top of the
     executor's worker cap. A graph can be an ``after`` dependency of a task
@@ -396,7 +391,7 @@ class GraphRun:
         "executor", "name", "nodes", "timeout", "max_parallel", "_index", "_succ", "_order", "_specs",
         "_runners", "_tasks", "_lock", "_status", "_ok", "_reason", "_gen", "_run", "_done", "_callbacks",
         "_listeners",
-        "_started", "_finished", "_thread",
+        "_started", "_finished", "_thread", "_on_submit",
     )
 
     def __init__(
@@ -407,10 +402,14 @@ class GraphRun:
         *,
         timeout: float | None = None,
         max_parallel: int | None = None,
+        on_submit: Callable[[GraphNode, Task], None] | None = None,
     ) -> None:
         check_name(name, "graph")
-        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise SpecError(f"graph {name}: timeout must be a positive number of seconds, not {timeout!r}")
+        if timeout is not None:
+            try:
+                timeout = check_seconds("timeout", timeout)
+            except SpecError as e:
+                raise SpecError(f"graph {name}: {e}") from None
         if max_parallel is not None and not (isinstance(max_parallel, int) and max_parallel >= 1):
             raise SpecError(f"graph {name}: max_parallel must be a whole number >= 1, not {max_parallel!r}")
         nodes = tuple(nodes)
@@ -426,6 +425,8 @@ class GraphRun:
         self.nodes = nodes
         self.timeout = timeout
         self.max_parallel = max_parallel
+        #: called with each node and its task right after the task is submitted (held), before any runs
+        self._on_submit = on_submit
         self._index = {n.name: i for i, n in enumerate(nodes)}
         self._succ: list[list[int]] = [[] for _ in nodes]
         for i, n in enumerate(nodes):
@@ -436,7 +437,6 @@ class GraphRun:
         self._specs = [
             TaskSpec(
                 r, timeout=n.timeout, retries=n.retries, backoff=n.backoff, stall=n.stall, backend=n.backend,
-                meta={**n.meta, "graph": name, "node": n.name},
             )
             for n, r in zip(nodes, self._runners, strict=True)
         ]
@@ -468,6 +468,8 @@ class GraphRun:
                 t = self.executor.submit(spec, hold=True)
                 t.name = f"{self.name}.{node.name}"
                 tasks.append(t)
+                if self._on_submit is not None:
+                    self._on_submit(node, t)
         except BaseException:
             for t in tasks:
                 self.executor.cancel(t, f"graph {self.name} could not start")
