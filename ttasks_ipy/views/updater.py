@@ -305,8 +305,10 @@ class Updater:
         last event published before the call.
         """
         end = time.monotonic() + timeout
+        # called from a push itself (the timer thread), the push in progress is the caller's own
+        mine = threading.current_thread() is self._thread
         with self._lock:
-            while self._dirty or self._pushing is not None:
+            while self._dirty or (self._pushing is not None and not mine):
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
