@@ -28,6 +28,18 @@ name unique (counters are kept per full model name)::
     nodone?after=2             two good chunks, then a clean end without ``[DONE]``
     errorchunk?after=1         one good chunk, then ``data: {"error": {...}}``
     nostream                   a JSON reply even when streaming was asked for
+    reflect?form=F&at=N&status=S&pad=P
+                               an error that repeats the request, as some proxies and
+                               servers do: ``<credential header>: <value>; headers=<all
+                               headers as JSON>; body=<body as JSON>``, preceded by
+                               filler so the header's value (the key) starts at character
+                               ``N`` of the reflected text (or ``P`` filler characters).
+                               ``F`` picks where it lands: ``json`` (default, status ``S``,
+                               default 400: ``{"error": {"message": text}}``), ``detail``
+                               (``{"error": {"detail": text}}``), ``text`` (a plain-text
+                               body), ``midstream`` (a good chunk, then an ``error`` event),
+                               ``malformed`` (a ``data:`` line that is the text, not JSON),
+                               ``badjson`` (a 200 JSON reply that is the text)
 
 The server records every request (``requests``: path, query, lower-case
 headers, JSON body) and every stream the client closed before the end
@@ -251,6 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "message": f"Incorrect API key provided: {key}. You can find your API key at the dashboard.",
                 "type": "invalid_request_error", "code": "invalid_api_key"}})
             return
+        elif behaviour == "reflect":
+            self._reflect(body, opts)
+            return
         elif behaviour == "404":
             self._json(404, {"error": {"message": f"The model `{model}` does not exist", "type": "not_found"}})
             return
@@ -320,6 +335,52 @@ class _Handler(BaseHTTPRequestHandler):
                          "model": model, "choices": [], "usage": usage})
         self._chunk(b"data: [DONE]\n\n")
         self._chunk(b"")
+
+    def _reflect(self, body: dict[str, Any], opts: dict[str, str]) -> None:
+        """The ``reflect`` behaviour: an error repeating the request's headers and body (see the module docstring)."""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        name = next((h for h in ("authorization", "api-key", "x-api-key") if h in headers), "authorization")
+        lead = f"{name}: "
+        value = headers.get(name, "")
+        if "at" in opts:
+            # the key itself starts after the header name and any scheme ("Bearer ")
+            scheme = value[: len(value) - len(value.split(" ", 1)[-1])] if " " in value else ""
+            pad = max(int(opts["at"]) - len(lead) - len(scheme), 0)
+        else:
+            pad = int(opts.get("pad", "0"))
+        text = ("." * pad + f"{lead}{value}; headers={json.dumps(headers)}; body={json.dumps(body)}")
+        form = opts.get("form", "json")
+        status = int(opts.get("status", "400"))
+        if form in ("json", "detail"):
+            key = "message" if form == "json" else "detail"
+            self._json(status, {"error": {key: text, "type": "invalid_request_error"}})
+        elif form == "text":
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        elif form == "badjson":
+            data = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        else:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._event({"choices": [{"index": 0, "delta": {"content": "Echo:"}, "finish_reason": None}]})
+            if form == "midstream":
+                self._event({"error": {"message": text, "type": "server_error"}})
+            else:  # malformed: one data line that is not JSON
+                self._chunk(b"data: " + text.replace("\n", " ").encode() + b"\n\n")
+            self._chunk(b"")
 
     # ---- writing -------------------------------------------------------
     def _event(self, obj: Any) -> None:

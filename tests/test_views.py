@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import wait_until
 
 from ttasks_ipy.core import BashRunner, CallRunner, EventBus, EventKind, Executor, TaskEvent, TaskSpec, progress
 from ttasks_ipy.views import Updater, widgets_available
@@ -240,10 +241,9 @@ class TestCard:
 
         t = ex.submit(TaskSpec(CallRunner(work), name="work"))
         card = task_card(t, up)
-        deadline = time.monotonic() + 5
-        while card.percent != 40 and time.monotonic() < deadline:
-            up.wait_idle(1)
-            time.sleep(0.02)
+        # the progress and the line come in two events: wait for the card to show both
+        wait_until(lambda: card.status == "running" and card.percent == 40 and "hello from the task" in card.html.value,
+                   5, "the card shows both")
         assert card.status == "running" and card.percent == 40
         value = card.html.value
         assert "warming up" in value and "hello from the task" in value

@@ -36,6 +36,7 @@ from .errors import CommandFailed, QueueFull, SpecError, TaskCancelled, WaitTime
 from .events import EventBus, EventKind, TaskEvent
 from .output import TaskOutput
 from .reaper import Reaper
+from .secrets import redact
 from .spec import TaskSpec
 from .states import TaskState
 from .task import Task, check_not_inside_task
@@ -394,9 +395,9 @@ class Executor:
             if isinstance(error, CommandFailed):
                 reason, kept = str(error), {"value": error.result}
                 exc, tb = None, None
-            else:
-                reason, kept = f"{type(error).__name__}: {error}", {}
-                exc, tb = error, _user_traceback(error)
+            else:  # what leaves the engine is redacted: a task's error may quote a credential
+                reason, kept = redact(f"{type(error).__name__}: {error}"), {}
+                exc, tb = error, redact(_user_traceback(error))
             if self._retry(attempt, reason):
                 return
             ev = task.finish(n, TaskState.FAILED, reason, exception=exc, tb=tb, **kept)

@@ -118,28 +118,37 @@ class TaskCard(widgets.HBox):
         return base.is_closed(self) or base.is_closed(self._html)
 
     def push(self) -> int:
-        """Render the task's latest state; return the messages sent (0 when nothing changed)."""
+        """Render the task's latest state; return the messages sent (0 when nothing changed).
+
+        The order is one a reader can rely on: the HTML and the button change
+        first, ``percent`` and ``status`` last, all from one reading of the task.
+        So once ``status`` says a state, the HTML shows that state (or a later one).
+        """
         task = self._task_ref()
         if task is None:
             return 0
-        value = self.render(task)
+        status, percent, value = self._draw(task)
         sent = base.assign(self._html, value=value)
         show = task.state.active
         if show != self._button_shown:
             self._button_shown = show
             sent += base.assign(self._button, layout=base.layout("cancel" if show else "hidden"))
+        self.percent = percent
+        self.status = status
         return sent
 
     # ---- rendering -----------------------------------------------------
     def render(self, task: Task) -> str:
-        """The card's HTML for the task as it is now."""
+        """The card's HTML for the task as it is now (what the card shows is not changed)."""
+        return self._draw(task)[2]
+
+    def _draw(self, task: Task) -> tuple[str, float | None, str]:
+        """``(status, percent, html)`` from one reading of the task's status."""
         status = task.status
-        self.status = status
         fg, _ = colours(status)
         active = task.state.active
         lines = self._lines(task)
         percent = self._percent(task, lines)
-        self.percent = percent
         parts = [self._header(task, status, active), self._progress(task, status, percent)]
         if lines:
             parts.append(
@@ -148,7 +157,7 @@ class TaskCard(widgets.HBox):
                 f'line-height:1.45;white-space:pre;overflow-x:auto;color:{TEXT}">{ansi.lines_html(lines)}</div>'
             )
         parts.append(self._footer(task, status))
-        return (
+        return status, percent, (
             FIT
             + f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
             f'data-percent="{"" if percent is None else f"{percent:.1f}"}" '

@@ -141,6 +141,9 @@ def log_text(task: Task, tail: int | None = None) -> str:
     parts: list[str] = [f"[bg] {task.label}: {task.status}" + (f" ({task.reason})" if task.reason else "")]
     out = task.output
     err = task.stderr
+    kept = task.output_buffer
+    if kept.lost:  # known after the reads above (a removed folder shows when read)
+        parts.append(f"[bg] {task.label}: {kept.lost}" + ("" if kept.complete else "; the output is incomplete"))
     if tail is not None:
         out = "\n".join(out.splitlines()[-tail:])
         err = "\n".join(err.splitlines()[-tail:])

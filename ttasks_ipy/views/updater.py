@@ -11,7 +11,10 @@ while a token bucket allows (``budget`` messages a second across all views,
 ``burst`` at once). A push renders the view from the task's *latest* state, so
 any number of events in between coalesce into one message, and a view stays
 dirty until it is pushed: the final state is always sent, at worst a little
-later. Views whose tasks run are re-rendered about once a second so elapsed
+later. A view leaves the dirty set when its push begins (events during the
+push mark it again) and is *being pushed* until the push ends: ``wait_idle``
+waits for both, so when it returns every view shows what its tasks were at
+the call. Views whose tasks run are re-rendered about once a second so elapsed
 time ticks; a render that changes nothing sends nothing.
 
 The updater imports no widget library: a view is anything with the ``View``
@@ -109,6 +112,7 @@ class Updater:
         self._everything: set[int] = set()  # views that show every task (the dashboard)
         self._dirty: set[int] = set()
         self._live: set[int] = set()
+        self._pushing: int | None = None  # the view being pushed now (taken off the dirty set)
         self._tokens = self.burst
         self._refilled = time.monotonic()
         self._wake = threading.Event()
@@ -224,7 +228,14 @@ class Updater:
                 break  # the budget is spent: the rest stay dirty for the next round
             with self._lock:
                 self._dirty.discard(id(slot.view))  # events from now on mark it again
-            self._tokens -= self._push(slot, now)
+                self._pushing = id(slot.view)  # ... and until the push ends, wait_idle waits for it
+            try:
+                self._tokens -= self._push(slot, now)
+            finally:
+                with self._lock:
+                    self._pushing = None
+                    if not self._dirty:
+                        self._idle.notify_all()
         with self._lock:
             for key in list(self._live):
                 slot = self._slots.get(key)
@@ -288,10 +299,16 @@ class Updater:
 
     # ---- reading and ending --------------------------------------------
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no view waits for a push (at most ``timeout`` seconds); True if so."""
+        """Block until no push is in progress and no view waits for one (at most ``timeout`` seconds).
+
+        True if so: every view then shows the state of its tasks as of the
+        last event published before the call.
+        """
         end = time.monotonic() + timeout
+        # called from a push itself (the timer thread), the push in progress is the caller's own
+        mine = threading.current_thread() is self._thread
         with self._lock:
-            while self._dirty:
+            while self._dirty or (self._pushing is not None and not mine):
                 left = end - time.monotonic()
                 if left <= 0:
                     return False

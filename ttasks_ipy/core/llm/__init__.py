@@ -2,7 +2,7 @@
 
 Modules, each with one job::
 
-    settings.py   PromptSettings: which backend, model, key variable; redaction of secrets
+    settings.py   PromptSettings: which backend, model, key variable; the secrets to redact (rules: core/secrets.py)
     errors.py     PromptFailed (a TaskFailed with the partial text)
     loop.py       the one shared event-loop thread, its httpx client and concurrency limits
     chat.py       the OpenAI-compatible chat-completions backend (SSE streaming, retries, faults)

@@ -13,7 +13,8 @@ Faults, translated here (the one boundary) into ``PromptFailed``:
   status comes before any content), waiting ``retry-after-ms`` /
   ``Retry-After`` when sent, else exponential backoff;
 * 401/403 are not retried and name the key's variable, never its value;
-* other statuses quote the server's message (redacted);
+* other statuses quote the server's message, redacted and then cut short (a
+  cut first could leave a piece of a key that redaction no longer knows);
 * connection refused, a timeout, a stream cut off, a line that is not JSON, or
   an ``error`` object inside the stream fail with the text so far in ``partial``.
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from ..secrets import clip
 from . import loop
 from .errors import PromptFailed
 from .settings import PromptSettings
@@ -147,7 +149,7 @@ async def _read_events(
         except ValueError:
             raise PromptFailed(
                 f"malformed stream from {s.public_url} after {_chars(parts)}: "
-                f"an event is not JSON: {s.redact(payload[:80])!r}"
+                f"an event is not JSON: {_head(payload, s, 80)!r}"
             ) from None
         if not isinstance(obj, dict):
             raise PromptFailed(f"malformed stream from {s.public_url}: an event is {type(obj).__name__}, not an object")
@@ -207,7 +209,7 @@ async def _read_json(
     try:
         obj = json.loads(raw)
     except ValueError:
-        head = s.redact(raw[:80].decode(errors="replace"))
+        head = _head(raw.decode("utf-8", "replace"), s, 80)
         raise PromptFailed(f"malformed answer from {s.public_url}: not JSON: {head!r}") from None
     if not isinstance(obj, dict) or obj.get("error"):
         err = obj.get("error") if isinstance(obj, dict) else obj
@@ -224,14 +226,23 @@ async def _error_detail(resp: httpx.Response, s: PromptSettings) -> str:
     try:
         obj = json.loads(raw)
     except ValueError:
-        return s.redact(raw[:200].decode("utf-8", "replace").strip())
+        return _head(raw.decode("utf-8", "replace").strip(), s, 200)
     return _error_text(obj.get("error", obj) if isinstance(obj, dict) else obj, s)
 
 
 def _error_text(err: Any, s: PromptSettings) -> str:
+    """The message of a server's ``error`` object, redacted, then cut to 300 characters."""
     if isinstance(err, dict):
-        err = err.get("message") or err.get("error") or json.dumps(err)[:200]
-    return s.redact(str(err)[:300])
+        err = err.get("message") or err.get("error") or json.dumps(err)
+    return _head(str(err), s, 300)
+
+
+def _head(text: str, s: PromptSettings, limit: int) -> str:
+    """The start of a server's ``text`` for a message: redacted first, then cut to ``limit`` characters.
+
+    Only a bounded window is redacted (what lies past it is cut away in any case).
+    """
+    return clip(s.redact(text[: limit + 4096]), limit)
 
 
 def _status_message(status: int, detail: str, s: PromptSettings, retries: int) -> str:

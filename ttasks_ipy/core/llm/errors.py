@@ -7,8 +7,10 @@
           └── PromptFailed      an LLM request failed; ``.partial`` keeps the text streamed before
 
 It lives here because the prompt backend is the only one that raises it.
-Messages name the cause and what to do; they never hold the API key (the
-backends pass every server text through ``PromptSettings.redact`` first).
+Messages name the cause and what to do; they never hold the API key, not
+even in part (the backends pass every server text through
+``PromptSettings.redact`` before cutting it, and ``PromptRunner.run`` passes
+the failure through it once more before it leaves for the task).
 """
 from __future__ import annotations
 

@@ -2,8 +2,11 @@
 
 Settings hold the *name* of the environment variable with the API key, never
 the key: the key is read from the environment when a request is built, goes
-into that request's headers and nowhere else. ``redact`` removes it (and the
-values of extra headers) from any text that might be shown.
+into that request's headers and nowhere else. ``redact`` removes it, the
+values of extra headers and a password in the URL, whole or in part, from any
+text that might be shown (``core/secrets.py`` has the rules); settings
+register these secrets for the process when made, so that the log filter
+knows them too.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .. import secrets
 from ..errors import SpecError
 
 #: the official OpenAI client's default endpoint, used when only a key is set
@@ -89,6 +93,9 @@ class PromptSettings:
             raise SpecError(f"llm retries must be a whole number >= 0, not {self.retries!r}")
         if not self.backoff >= 0 or not self.max_retry_wait >= 0:
             raise SpecError("llm backoff and max_retry_wait must be >= 0 seconds")
+        secrets.register_env(self.api_key_env)
+        for value in self._secret_values():
+            secrets.register_value(value)
 
     # ---- making settings -----------------------------------------------
     @classmethod
@@ -195,15 +202,20 @@ class PromptSettings:
         return shown
 
     def redact(self, text: str) -> str:
-        """``text`` with the key, extra header values and URL passwords replaced by ``***``."""
-        secrets = [self.api_key() or ""]
-        secrets += [v for v in self.extra_headers.values() if len(v) >= 6]
-        parts = urllib.parse.urlsplit(self.base_url or "")
-        if parts.password:
-            secrets.append(parts.password)
-        for s in sorted(filter(None, secrets), key=len, reverse=True):
-            text = text.replace(s, "***")
-        return text
+        """``text`` with the key, extra header values and the URL's password replaced by ``***``, even in part.
+
+        Credential headers are masked whatever their value (``core/secrets.py``).
+        Redact a text before cutting it short.
+        """
+        return secrets.redact(text, [self.api_key(), *self._secret_values()])
+
+    def _secret_values(self) -> list[str]:
+        """The secrets these settings hold themselves: extra header values, a password in the URL."""
+        found = [str(v) for v in self.extra_headers.values()]
+        password = urllib.parse.urlsplit(self.base_url or "").password
+        if password:
+            found.append(password)
+        return found
 
     def __repr__(self) -> str:
         shown = [

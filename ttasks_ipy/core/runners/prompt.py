@@ -31,7 +31,7 @@ from ..fields import closing_brace
 from ..llm import loop
 from ..llm.chat import Emit, PromptRequest, stream_chat
 from ..llm.errors import PromptFailed
-from ..llm.pycall import call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
+from ..llm.pycall import CallableError, call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
 from ..llm.settings import PromptSettings
 from ..spec import Runner
 from .python import FallbackGlobals
@@ -116,12 +116,22 @@ class PromptRunner(Runner):
         self.meta = meta
         prompt = self.text if self.namespace is None else expand_prompt(self.text, self.namespace)
         req = PromptRequest(prompt, self.model, self.system, s)
+        failure: PromptFailed
         try:
             if self._fn is not None:
                 return self._run_callable(ctx, req, meta, started)
             return self._on_loop(ctx, lambda emit: stream_chat(req, emit, meta, started), meta, started)
+        except (TaskCancelled, SpecError):
+            raise
+        except PromptFailed as e:
+            failure = _redacted(e, s)
+        except Exception as e:  # a fault of the backend itself: its text may quote a server, so redact it too
+            failure = PromptFailed(s.redact(f"the prompt failed: {type(e).__name__}: {e}"))
         finally:
             meta["latency_s"] = round(time.monotonic() - started, 4)
+        # the one boundary where a prompt's failure leaves for the task: raised outside the handler
+        # (neither the original nor an httpx error, which holds the request headers, is its context)
+        raise failure
 
     def _on_loop(
         self, ctx: TaskContext, make: Callable[[Emit], Any], meta: dict[str, Any], started: float
@@ -200,6 +210,20 @@ class PromptRunner(Runner):
                 value.close()
         # raised outside the handler: the user's exception (its text may hold a secret) is not its context
         raise failure
+
+
+def _redacted(e: PromptFailed, settings: PromptSettings) -> PromptFailed:
+    """``e`` with its message and its cause's text passed through ``settings.redact`` (``e`` itself if clean)."""
+    message = str(e.args[0]) if e.args else ""
+    cause = e.__cause__
+    clean_message = settings.redact(message)
+    clean_cause = None if cause is None else settings.redact(str(cause))
+    if clean_message == message and (cause is None or clean_cause == str(cause)) and e.__context__ is None:
+        return e
+    clean = PromptFailed(clean_message, partial=e.partial, status=e.status, retries=e.retries)
+    if clean_cause is not None:
+        clean.__cause__ = CallableError(clean_cause)
+    return clean
 
 
 def shutdown_loop(timeout: float = 2.0) -> None:
