@@ -163,9 +163,8 @@ def reflect_settings(base_url: str, monkeypatch: Any, auth: str, key: str, heade
 
 def sweep(ex: Any, settings: Any, models: list[str], timeout: float = 60) -> list[Any]:
     """One prompt per model name, all at once on ``ex``; the finished tasks."""
-    from ttasks_ipy.core.runners.prompt import PromptRunner
-
     from ttasks_ipy.core import TaskSpec
+    from ttasks_ipy.core.runners.prompt import PromptRunner
 
     tasks = [ex.submit(TaskSpec(PromptRunner("tell me", settings, model=m), name=f"r{i}"))
              for i, m in enumerate(models)]

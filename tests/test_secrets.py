@@ -26,10 +26,10 @@ from secret_search import (
     reflect_settings,
     sweep,
 )
-from ttasks_ipy.core.runners.prompt import PromptFailed, PromptRunner, PromptSettings
 
 from ttasks_ipy.core import Executor, TaskSpec
 from ttasks_ipy.core import secrets as core_secrets
+from ttasks_ipy.core.runners.prompt import PromptFailed, PromptRunner, PromptSettings
 from ttasks_ipy.core.secrets import clip, redact
 
 try:

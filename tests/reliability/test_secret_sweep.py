@@ -21,9 +21,9 @@ from secret_search import (
     reflect_settings,
     sweep,
 )
-from ttasks_ipy.core.runners.prompt import PromptFailed
 
 from ttasks_ipy.core import Executor
+from ttasks_ipy.core.runners.prompt import PromptFailed
 
 pytestmark = [
     pytest.mark.timeout(600),
