@@ -26,6 +26,8 @@ def main(argv: list[str]) -> int:
         line = raw.strip()
         if line[:1] == b"+":
             sids.add(int(line[1:]))
+        elif line[:1] == b"=":
+            grace = float(line[1:])
         elif line[:1] == b"-":
             sids.discard(int(line[1:]))
     _end_all(sids, grace)
@@ -66,6 +68,14 @@ class Reaper:
                 env={**os.environ, "PYTHONPATH": _package_root()},
             )
         return self._proc
+
+    def set_grace(self, grace: float) -> None:
+        """The SIGTERM-to-SIGKILL delay from now on (told to a running reaper at once)."""
+        self._grace = grace
+        with self._lock:
+            running = self._proc is not None and self._proc.poll() is None
+        if running:
+            self._send(f"={grace}\n")
 
     def register(self, sid: int) -> None:
         """Have the reaper end session ``sid`` if the kernel dies."""

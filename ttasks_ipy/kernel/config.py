@@ -2,9 +2,10 @@
 ``ipython_config.py``, or ``%config TTasks.max_workers = 4`` in a session."""
 from __future__ import annotations
 
+import math
 import os
 
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, Unicode
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, TraitError, Unicode, validate
 from traitlets.config import Configurable
 
 
@@ -54,3 +55,18 @@ class TTasks(Configurable):
         help="Extra HTTP headers for prompt requests (never put a key here: use llm_api_key_env).",
     ).tag(config=True)
     llm_retries = Int(3, help="Retries of a prompt refused with 429 or 5xx before its first token.").tag(config=True)
+
+    # ---- bounds: a bad value is refused with one line, and the old value stays ----------
+    _BOUNDS = {
+        "max_workers": (1, 4096), "max_services": (1, 4096), "grace": (0.0, 600.0),
+        "tail_chars": (1_000, 1 << 30), "file_cap": (0, 1 << 40), "llm_timeout": (0.001, 365 * 86400.0),
+        "llm_max_concurrency": (1, 4096), "llm_retries": (0, 100),
+    }
+
+    @validate(*_BOUNDS)
+    def _in_bounds(self, proposal: dict) -> object:
+        name, value = proposal["trait"].name, proposal["value"]
+        low, high = self._BOUNDS[name]
+        if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
+            raise TraitError(f"TTasks.{name} must be from {low:g} to {high:g}, not {value!r}")
+        return value

@@ -83,7 +83,7 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
                 "wait for it, or run this cell with --replace"
             )
         nodes = compile_graph(
-            name, cell, user_ns, first_line=2, grace=session.config.grace,
+            name, cell, user_ns, first_line=2, grace=None,  # the session's grace when the task ends
             make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
         )
         graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel,

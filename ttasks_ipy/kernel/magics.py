@@ -167,8 +167,7 @@ class BgMagics(Magics):
             command = body[1:].strip()
             if not command:
                 raise UsageError("%bg: empty command after '!'")
-            runner = BashRunner(expand_shell(command, ns), env=self._env(args, ns), cwd=self._cwd(args, ns),
-                                grace=self.session.config.grace)
+            runner = BashRunner(expand_shell(command, ns), env=self._env(args, ns), cwd=self._cwd(args, ns))
             spec = self._spec(args, runner, name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif body.startswith("?") or args.prompt:
@@ -196,7 +195,7 @@ class BgMagics(Magics):
         if args.bash:
             if args.names:
                 raise UsageError("%%bg --bash: --names goes with Python cells; a script delivers its result with -o")
-            runner = BashRunner(cell, env=self._env(args, ns), cwd=self._cwd(args, ns), grace=self.session.config.grace)
+            runner = BashRunner(cell, env=self._env(args, ns), cwd=self._cwd(args, ns))
             spec = self._spec(args, runner, name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif args.prompt:

@@ -22,6 +22,9 @@ from .dispatch import Dispatch, Dispatches
 
 log = logging.getLogger("ttasks_ipy")
 
+#: settings the engine holds a copy of, pushed to it when changed (the others are read where they are used)
+LIVE_SETTINGS = ("max_workers", "max_services", "queue_policy", "grace", "tail_chars", "file_cap")
+
 _FINAL = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.BLOCKED, EventKind.READY)
 
 
@@ -58,7 +61,7 @@ class Session:
         self.updater = views.Updater(self.executor.bus)
         self._cards: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
-        config.observe(self._on_config, names=["max_workers", "max_services", "queue_policy", "grace"])
+        config.observe(self._on_config, names=list(LIVE_SETTINGS))
         self._kernel = getattr(shell, "kernel", None)
         atexit.register(self.shutdown)
         self._closed = False
@@ -300,6 +303,10 @@ class Session:
             self.executor.set_max_workers(value)
             if self._pool is not None:
                 self._pool.resize(value)
+        elif name == "grace":
+            self.executor.grace = value  # the reaper's too
+            if self._pool is not None:
+                self._pool.grace = value
         else:
             setattr(self.executor, name, value)
 
