@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,12 +28,12 @@ class _Router:
         self._original = original
 
     def write(self, s: str) -> int:
-        target = getattr(_local, "ctx", None)
-        if target is None:
+        sink = getattr(_local, "sink", None)
+        if sink is None:
             return self._original.write(s)
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        target.output(self._name, s)
+        sink.write(self._name, s)
         return len(s)
 
     def writelines(self, lines: Any) -> None:
@@ -91,8 +92,9 @@ def remove_hook(hook: Callable[[Any], contextlib.AbstractContextManager[Any]]) -
 @contextlib.contextmanager
 def route(ctx: Any) -> Iterator[None]:
     """Send this thread's standard-stream writes to ``ctx.output`` inside the block (and enter the hooks)."""
-    previous = getattr(_local, "ctx", None)
-    _local.ctx = ctx
+    previous = getattr(_local, "ctx", None), getattr(_local, "sink", None)
+    sink = _Coalescer(ctx)
+    _local.ctx, _local.sink = ctx, sink
     try:
         with contextlib.ExitStack() as stack:
             for hook in list(_hooks):
@@ -104,9 +106,81 @@ def route(ctx: Any) -> Iterator[None]:
                     logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
             yield
     finally:
-        _local.ctx = previous
+        sink.flush()  # everything written reaches the task before it ends
+        _local.ctx, _local.sink = previous
 
 
 def routed_context() -> Any:
     """The context this thread's writes go to, or None."""
     return getattr(_local, "ctx", None)
+
+
+def write(stream: str, text: str) -> bool:
+    """Write ``text`` to this thread's task's ``stream``, in order with its prints; False if not routed."""
+    sink = getattr(_local, "sink", None)
+    if sink is None:
+        return False
+    sink.write(stream, text)
+    return True
+
+
+class _Coalescer:
+    """One routed block's writes, joined into fewer, larger outputs (in order, at most ``DELAY`` late).
+
+    A write is added to the pending piece of its stream; the piece goes to
+    ``ctx.output`` when it reaches ``SIZE`` characters, when the other stream
+    is written, when ``DELAY`` seconds have passed since it began (checked on
+    the next write, and by a timer for a task that went quiet), and when the
+    block ends. A task printing many short lines then costs one engine event
+    per piece, not per line.
+    """
+
+    SIZE = 16_384
+    DELAY = 0.05
+
+    __slots__ = ("ctx", "stream", "parts", "size", "since", "armed", "timers", "lock")
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.stream = "stdout"
+        self.parts: list[str] = []
+        self.size = 0
+        self.since = 0.0
+        self.armed = False
+        services = getattr(ctx, "services", None)
+        self.timers = getattr(services, "timers", None)
+        self.lock = threading.RLock()  # a subscriber on this thread may print while a piece goes out
+
+    def write(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        with self.lock:
+            if self.parts and stream != self.stream:
+                self._flush_locked()
+            if not self.parts:
+                self.stream = stream
+                self.since = time.monotonic()
+            self.parts.append(text)
+            self.size += len(text)
+            if self.size >= self.SIZE or time.monotonic() - self.since >= self.DELAY:
+                self._flush_locked()
+            elif not self.armed and self.timers is not None:
+                self.armed = True
+                self.timers.schedule(self.DELAY, self._on_timer)
+
+    def _on_timer(self) -> None:
+        with self.lock:
+            self.armed = False
+            self._flush_locked()
+
+    def flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self.parts:
+            return
+        text = "".join(self.parts) if len(self.parts) > 1 else self.parts[0]
+        self.parts = []
+        self.size = 0
+        self.ctx.output(self.stream, text)

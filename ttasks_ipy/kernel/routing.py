@@ -42,7 +42,7 @@ class _Routing:
             task.add_display(dict(data), MAX_DISPLAYS)
         text = data.get("text/plain")
         if text and not kwargs.get("update"):
-            ctx.output("stdout", text + "\n")
+            capture.write("stdout", text + "\n")
         return None
 
     # ---- logging -------------------------------------------------------
@@ -134,7 +134,7 @@ def _collect_figures(ctx: Any, find: Callable[[int], Any]) -> None:
             if task is not None:
                 png = base64.b64encode(buf.getvalue()).decode()
                 task.add_display({"image/png": png, "text/plain": f"<Figure {m.num}>"}, MAX_DISPLAYS)
-            ctx.output("stdout", f"[figure {m.num} captured: h.displays, or %bg --log]\n")
+            capture.write("stdout", f"[figure {m.num} captured: h.displays, or %bg --log]\n")
         finally:
             with _lock:
                 Gcf.destroy(m)
