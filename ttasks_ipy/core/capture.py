@@ -8,10 +8,10 @@ a thread cannot capture: writes to the file descriptors themselves (C code,
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,10 +31,18 @@ class _Router:
         sink = getattr(_local, "sink", None)
         if sink is None:
             return self._original.write(s)
-        if not isinstance(s, str):
+        if s.__class__ is not str and not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        sink.write(self._name, s)
-        return len(s)
+        # the hot path of a printing task, inlined: one append, no lock (see _Coalescer)
+        n = len(s)
+        if n:
+            sink.pending.append((self._name, s))
+            sink.size += n
+            if sink.size >= sink.SIZE:
+                sink.flush()
+            elif not sink.armed:
+                sink.arm()
+        return n
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -127,60 +135,62 @@ def write(stream: str, text: str) -> bool:
 class _Coalescer:
     """One routed block's writes, joined into fewer, larger outputs (in order, at most ``DELAY`` late).
 
-    A write is added to the pending piece of its stream; the piece goes to
-    ``ctx.output`` when it reaches ``SIZE`` characters, when the other stream
-    is written, when ``DELAY`` seconds have passed since it began (checked on
-    the next write, and by a timer for a task that went quiet), and when the
-    block ends. A task printing many short lines then costs one engine event
-    per piece, not per line.
+    Writers append ``(stream, text)`` to ``pending`` (a deque: appends need no
+    lock); whoever flushes takes everything pending under ``lock`` and hands it
+    to ``ctx.output`` as one piece per run of the same stream, so the order of
+    the two streams is kept. A flush happens when ``SIZE`` characters are
+    pending, ``DELAY`` seconds after the first pending write (a timer, so a
+    task that went quiet is flushed too) and when the block ends. A task
+    printing many short lines then costs one engine event per piece, not per
+    line. (``size`` is a hint: a lost update only moves a flush.)
     """
 
     SIZE = 16_384
     DELAY = 0.05
 
-    __slots__ = ("ctx", "stream", "parts", "size", "since", "armed", "timers", "lock")
+    __slots__ = ("ctx", "pending", "size", "armed", "timers", "lock")
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.stream = "stdout"
-        self.parts: list[str] = []
+        self.pending: collections.deque[tuple[str, str]] = collections.deque()
         self.size = 0
-        self.since = 0.0
         self.armed = False
         services = getattr(ctx, "services", None)
         self.timers = getattr(services, "timers", None)
         self.lock = threading.RLock()  # a subscriber on this thread may print while a piece goes out
 
     def write(self, stream: str, text: str) -> None:
-        if not text:
-            return
-        with self.lock:
-            if self.parts and stream != self.stream:
-                self._flush_locked()
-            if not self.parts:
-                self.stream = stream
-                self.since = time.monotonic()
-            self.parts.append(text)
+        """Add ``text`` to ``stream`` (the router's inlined path, for other writers)."""
+        if text:
+            self.pending.append((stream, text))
             self.size += len(text)
-            if self.size >= self.SIZE or time.monotonic() - self.since >= self.DELAY:
-                self._flush_locked()
-            elif not self.armed and self.timers is not None:
-                self.armed = True
-                self.timers.schedule(self.DELAY, self._on_timer)
+            if self.size >= self.SIZE:
+                self.flush()
+            elif not self.armed:
+                self.arm()
+
+    def arm(self) -> None:
+        """Flush ``DELAY`` seconds from now (on the timer thread)."""
+        self.armed = True
+        if self.timers is not None:
+            self.timers.schedule(self.DELAY, self._on_timer)
 
     def _on_timer(self) -> None:
-        with self.lock:
-            self.armed = False
-            self._flush_locked()
+        self.armed = False
+        self.flush()
 
     def flush(self) -> None:
+        """Hand everything pending to the task, in order."""
+        pending = self.pending
         with self.lock:
-            self._flush_locked()
-
-    def _flush_locked(self) -> None:
-        if not self.parts:
-            return
-        text = "".join(self.parts) if len(self.parts) > 1 else self.parts[0]
-        self.parts = []
-        self.size = 0
-        self.ctx.output(self.stream, text)
+            self.size = 0
+            stream, parts = None, []
+            while pending:
+                name, text = pending.popleft()
+                if name != stream and parts:
+                    self.ctx.output(stream, "".join(parts))
+                    parts = []
+                stream = name
+                parts.append(text)
+            if parts:
+                self.ctx.output(stream, "".join(parts))
