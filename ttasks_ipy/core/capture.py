@@ -26,10 +26,13 @@ class _Router:
     def __init__(self, name: str, original: Any) -> None:
         self._name = name
         self._original = original
+        #: something was written to the original stream since its last flush
+        self._dirty = True
 
     def write(self, s: str) -> int:
         sink = getattr(_local, "sink", None)
         if sink is None:
+            self._dirty = True
             return self._original.write(s)
         if s.__class__ is not str and not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
@@ -49,7 +52,10 @@ class _Router:
             self.write(line)
 
     def flush(self) -> None:
-        if getattr(_local, "ctx", None) is None:
+        # a flush of a kernel's stream waits for its I/O thread (about a millisecond, twice per
+        # display()): skip it when nothing was written through this stream since the last one
+        if getattr(_local, "ctx", None) is None and self._dirty:
+            self._dirty = False
             self._original.flush()
 
     def isatty(self) -> bool:
