@@ -150,9 +150,14 @@ def test_cap_of_four(kernel):
 
 BAD = [
     ("%bg --foo 1", "unknown option --foo"),
-    ("%bg --timeout abc !true", "--timeout takes seconds (a number), not 'abc'"),
+    ("%bg --timeout abc !true", "%bg: --timeout must be a positive number of seconds (like 30 or 1.5; at most a "
+                                "year), not 'abc'"),
     ("%bg --timeout -1 !true", "--timeout must be a positive number of seconds"),
-    ("%bg --retries -2 !true", "--retries must be >= 0"),
+    ("%bg --timeout inf !true", "--timeout must be a positive number of seconds"),
+    ("%bg --timeout 1e300 !true", "--timeout must be a positive number of seconds"),
+    ("%bg --stall nan !true", "--stall must be a positive number of seconds"),
+    ("%bg --retries -2 !true", "--retries must be a whole number from 0"),
+    ("%bg --retries ² !true", "--retries must be a whole number from 0"),
     ("%bg", "nothing to run"),
     ("%bg -n fit", "nothing to run"),
     ("%bg --cancel nosuch", "no task 'nosuch'"),

@@ -22,6 +22,7 @@ from IPython.core.magic import no_var_expand
 from ..core.errors import QueueFull, SpecError, TaskError
 from ..core.graph import GraphNode, GraphRun, check_name
 from ..core.task import Task
+from ..syntax import numbers
 from ..syntax.graph import compile_graph
 from .dispatch import Dispatch
 
@@ -30,28 +31,16 @@ USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        raise UsageError(f"%%bgraph: {message} (usage: {USAGE})")
-
-
-def _positive(label: str, kind: type) -> Callable[[str], Any]:
-    def parse(s: str) -> Any:
-        try:
-            v = kind(s)
-        except ValueError:
-            what = "seconds (a number)" if kind is float else "a whole number"
-            raise argparse.ArgumentTypeError(f"{label} takes {what}, not {s!r}") from None
-        if not v > 0 or v != v or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{label} must be > 0, not {s}")
-        return v
-
-    return parse
+        raise UsageError(f"%%bgraph: {numbers.argparse_message(message)} (usage: {USAGE})")
 
 
 def _parser() -> _Parser:
     p = _Parser(prog="%%bgraph", add_help=False, allow_abbrev=False)
     p.add_argument("name")
-    p.add_argument("--timeout", type=_positive("--timeout", float), help="stop the graph after S seconds")
-    p.add_argument("--max-parallel", type=_positive("--max-parallel", int), help="run at most N tasks at once")
+    p.add_argument("--timeout", type=numbers.arg_type(lambda s: numbers.seconds("--timeout", s)),
+                   help="stop the graph after S seconds")
+    p.add_argument("--max-parallel", type=numbers.arg_type(lambda s: numbers.count("--max-parallel", s, low=1)),
+                   help="run at most N tasks at once")
     p.add_argument("--replace", action="store_true", help="cancel a running graph of the same name")
     return p
 

@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments
 from ..core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTimeout, bind, compile_body
 from ..core.errors import QueueFull, TaskError
 from ..core.graph import GraphRun
+from ..syntax import numbers
 from ..syntax.expand import expand_shell, expand_text, split_options
 from ..views import text
 from ..views.facts import NO_FACTS
@@ -31,26 +32,12 @@ ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
 RESERVED = ("all", "any")
 
 
-def _number(label: str, kind: type = float, *, positive: bool = False):
-    """An argparse type: a number of ``kind`` that is > 0 (``positive``) or >= 0, with a message naming ``label``."""
-    what = "seconds (a number)" if kind is float else "a whole number"
-
-    def parse(s: str) -> Any:
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{label} takes {what}, not {s!r}") from None
-        if positive and not v > 0:
-            raise argparse.ArgumentTypeError(f"{label} must be a positive number of seconds, not {s}")
-        if not positive and v < 0:
-            raise argparse.ArgumentTypeError(f"{label} must be >= 0, not {s}")
-        return v
-
-    return parse
+def _seconds(label: str, *, allow_zero: bool = False) -> Any:
+    return numbers.arg_type(lambda s: numbers.seconds(label, s, allow_zero=allow_zero))
 
 
-def _seconds(label: str):
-    return _number(label, float, positive=True)
+def _count(label: str, *, low: int = 0) -> Any:
+    return numbers.arg_type(lambda s: numbers.count(label, s, low=low))
 
 
 #: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords)
@@ -58,9 +45,9 @@ DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-n", "--name"), {"help": "name the task (an identifier); unique among active tasks"}),
     (("-o", "--out"), {"help": "deliver the expression's value (or a command's result) into VAR"}),
     (("--timeout",), {"type": _seconds("--timeout"), "help": "fail the task after S seconds"}),
-    (("--retries",), {"type": _number("--retries", int), "default": 0,
+    (("--retries",), {"type": _count("--retries"), "default": 0,
                       "help": "run again up to N times after failing"}),
-    (("--backoff",), {"type": _number("--backoff"), "default": 1.0,
+    (("--backoff",), {"type": _seconds("--backoff", allow_zero=True), "default": 1.0,
                       "help": "seconds before the first retry (doubles)"}),
     (("--stall",), {"type": _seconds("--stall"), "help": "mark the task stalled after S seconds without output"}),
     (("--service",), {"action": "store_true", "help": "a long-running command: own limit, no stall detection"}),
@@ -101,13 +88,13 @@ def _action_parser() -> argparse.ArgumentParser:
     g.add_argument("--log", nargs=1)
     g.add_argument("--dashboard", action="store_true")
     p.add_argument("--timeout", type=_seconds("--timeout"))
-    p.add_argument("--tail", type=_number("--tail", int))
+    p.add_argument("--tail", type=_count("--tail"))
     return p
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
-        raise UsageError(f"%bg: {message}")
+        raise UsageError(f"%bg: {numbers.argparse_message(message)}")
 
 
 @magics_class
@@ -149,7 +136,7 @@ class BgMagics(Magics):
         try:
             args = parser.parse_args(tokens)
         except UsageError as e:
-            msg = str(e)
+            msg = numbers.argparse_message(str(e))
             if msg.startswith("unrecognized arguments:"):
                 msg = f"unknown option {msg.split(':', 1)[1].strip()} (see %bg? for the options; -- ends them)"
             raise UsageError(f"%bg: {msg}") from None

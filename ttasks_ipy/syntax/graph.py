@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import builtins
 import difflib
-import math
 import re
 import textwrap
 from collections import ChainMap
@@ -41,6 +40,7 @@ from ..core.names import check_name
 from ..core.runners.bash import BashRunner
 from ..core.runners.python import PyBody, PythonRunner, bind, compile_body
 from ..core.spec import Runner
+from . import numbers
 from .expand import expand_shell
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
@@ -224,17 +224,12 @@ def _value(key: str, raw: str, ln: int, name: str) -> Any:
         if not raw:
             raise _fail(ln, f"model= needs a model name (task {name})")
         return raw
-    if key == "retries":
-        if not raw.isdigit():
-            raise _fail(ln, f"retries={raw}: retries must be a whole number >= 0 (task {name})")
-        return int(raw)
     try:
-        v = float(raw)
-    except ValueError:
-        v = math.nan
-    if not (v > 0 and math.isfinite(v)):
-        raise _fail(ln, f"{key}={raw}: {key} must be a positive number of seconds (task {name})")
-    return v
+        if key == "retries":
+            return numbers.count("retries", raw, high=1000)
+        return numbers.seconds(key, raw)
+    except SpecError as e:
+        raise _fail(ln, f"{key}={raw}: {e} (task {name})") from None
 
 
 def _finish(p: _Pending) -> TaskLine:
