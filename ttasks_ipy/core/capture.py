@@ -110,15 +110,18 @@ def route(ctx: Any) -> Iterator[None]:
     sink = _Coalescer(ctx)
     _local.ctx, _local.sink = ctx, sink
     try:
-        with contextlib.ExitStack() as stack:
-            for hook in list(_hooks):
-                try:
-                    stack.enter_context(hook(ctx))
-                except Exception:  # a broken hook must not stop the task
-                    import logging
-
-                    logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
+        if not _hooks:
             yield
+        else:
+            with contextlib.ExitStack() as stack:
+                for hook in list(_hooks):
+                    try:
+                        stack.enter_context(hook(ctx))
+                    except Exception:  # a broken hook must not stop the task
+                        import logging
+
+                        logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
+                yield
     finally:
         sink.flush()  # everything written reaches the task before it ends
         _local.ctx, _local.sink = previous

@@ -61,7 +61,8 @@ class TaskContext:
         #: what the backend lends runners where it runs: ``timers``, ``reaper``, ``grace`` (may be None)
         self.services = services
         self._events = events
-        self._cancel = threading.Event()
+        self._cancelled = False
+        self._wakeup: threading.Event | None = None  # made for the first sleep()/wait_cancelled()
         self._lock = threading.Lock()
         self._aborts: list[Abort] = []
         #: set by a runner that starts a process: its pid (the session leader), for lists and views
@@ -71,21 +72,27 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once this attempt must stop (cancel, timeout, shutdown)."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def check(self) -> None:
         """Raise ``TaskCancelled`` if this attempt must stop."""
-        if self._cancel.is_set():
+        if self._cancelled:
             raise TaskCancelled(f"task {self.label} was cancelled")
 
     def sleep(self, seconds: float) -> None:
         """Sleep, waking at once (with ``TaskCancelled``) if the attempt is cancelled."""
-        if self._cancel.wait(seconds):
+        if self.wait_cancelled(seconds):
             self.check()
 
     def wait_cancelled(self, timeout: float | None) -> bool:
         """Block until cancelled or ``timeout``; True if cancelled."""
-        return self._cancel.wait(timeout)
+        with self._lock:
+            if self._cancelled:
+                return True
+            if self._wakeup is None:
+                self._wakeup = threading.Event()
+            wakeup = self._wakeup
+        return wakeup.wait(timeout)
 
     def progress(self, percent: float | None = None, message: str | None = None) -> None:
         """Report progress (0-100) and an optional short message."""
@@ -108,7 +115,7 @@ class TaskContext:
         that takes the registration back (call it when the blocking point is over).
         """
         with self._lock:
-            if not self._cancel.is_set():
+            if not self._cancelled:
                 self._aborts.append(abort)
                 return lambda: self._forget(abort)
         _call(abort)
@@ -125,10 +132,13 @@ class TaskContext:
     def cancel(self) -> None:
         """Mark the attempt cancelled and run every registered abort (once); returns at once."""
         with self._lock:
-            if self._cancel.is_set():
+            if self._cancelled:
                 return
-            self._cancel.set()
+            self._cancelled = True
             aborts, self._aborts = self._aborts, []
+            wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
         for abort in aborts:
             _call(abort)
 

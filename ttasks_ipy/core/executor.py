@@ -65,7 +65,7 @@ class Attempt(JobEvents):
     """One attempt of one task: the backend's channel back, and what the engine keeps about it."""
 
     __slots__ = ("task", "number", "backend", "handle", "slot", "service", "timer", "last_activity",
-                 "ready_carry", "timed_out", "over", "stopped", "_ex")
+                 "ready_carry", "timed_out", "over", "stopped", "ended", "_ex")
 
     def __init__(self, ex: Executor, task: Task, number: int, backend: Backend, slot: bool) -> None:
         self._ex = ex
@@ -83,6 +83,8 @@ class Attempt(JobEvents):
         self.over = False
         #: True once the work was asked to stop
         self.stopped = False
+        #: True once the backend said the work ended
+        self.ended = False
 
     # JobEvents: from the backend's threads
     def output(self, stream: str, text: str) -> None:
@@ -367,7 +369,7 @@ class Executor:
         except Exception as e:  # the backend could not take it (e.g. a runner that cannot be sent)
             attempt.finished(error=e)
             return
-        if attempt.over and not attempt.stopped:
+        if attempt.over and not attempt.stopped and not attempt.ended:
             # cancelled while the backend took it: the cancel could not reach the handle yet
             self._stop(attempt)
 
@@ -375,6 +377,7 @@ class Executor:
     def on_finished(self, attempt: Attempt, value: Any, error: BaseException | None) -> None:
         """The backend says the attempt ended (``JobEvents.finished``); settles the task unless it lost a race."""
         task = attempt.task
+        attempt.ended = True
         timer = attempt.timer
         if timer is not None:
             timer.cancel()

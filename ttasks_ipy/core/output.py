@@ -43,6 +43,10 @@ class _Stream:
         self.total = 0
 
 
+#: what a stream that received nothing reads as (never written)
+_NOTHING = _Stream()
+
+
 class TaskOutput:
     """Output of one task, both streams, safe to append from one thread and read from any."""
 
@@ -53,7 +57,8 @@ class TaskOutput:
         self.tail_chars = tail_chars
         self.file_cap = file_cap
         self._lock = threading.Lock()
-        self._streams = {name: _Stream() for name in STREAMS}
+        # made on the first text (a task that prints nothing costs no more objects than this)
+        self._streams: dict[str, _Stream] = {}
         #: the last lines of both streams in the order written: (stream, text) pieces
         self._mixed: collections.deque[tuple[str, str]] = collections.deque()
         self._mixed_size = 0
@@ -108,7 +113,11 @@ class TaskOutput:
         """Add ``text`` to ``stream`` ('stdout' or 'stderr'). Never raises for the file's sake."""
         if not text:
             return
-        st = self._streams[stream]
+        st = self._streams.get(stream)
+        if st is None:
+            if stream not in STREAMS:
+                raise KeyError(stream)
+            st = self._streams.setdefault(stream, _Stream())
         warning = None
         with self._lock:
             st.total += len(text)
@@ -137,7 +146,7 @@ class TaskOutput:
     def tail(self, stream: str = "stdout") -> str:
         """The last ``tail_chars`` characters of ``stream``."""
         with self._lock:
-            return "".join(self._streams[stream].chunks)[-self.tail_chars:]
+            return "".join(self._streams.get(stream, _NOTHING).chunks)[-self.tail_chars:]
 
     def tail_mixed(self) -> list[tuple[str, str]]:
         """The last pieces of both streams in the order written."""
@@ -146,7 +155,9 @@ class TaskOutput:
 
     def read(self, stream: str = "stdout") -> str:
         """The whole of ``stream`` as kept: the file when there is one, else the tail (see ``complete``)."""
-        st = self._streams[stream]
+        if stream not in STREAMS:
+            raise KeyError(stream)
+        st = self._streams.get(stream, _NOTHING)
         warning = None
         with self._lock:
             if st.has_file and self.path is not None:
@@ -163,7 +174,7 @@ class TaskOutput:
 
     def total_chars(self, stream: str = "stdout") -> int:
         """How many characters ``stream`` received in all."""
-        return self._streams[stream].total
+        return self._streams.get(stream, _NOTHING).total
 
     @property
     def lost(self) -> str | None:
@@ -182,13 +193,13 @@ class TaskOutput:
     def clear(self) -> None:
         """Forget everything (a new attempt starts afresh, with a new file)."""
         with self._lock:
-            for name, st in self._streams.items():
+            for st in self._streams.values():
                 if st.file is not None:
                     try:
                         st.file.close()
                     except _FILE_ERRORS:
                         pass  # the old attempt's output is being forgotten anyway
-                self._streams[name] = _Stream()
+            self._streams = {}
             self._mixed.clear()
             self._mixed_size = 0
             self._lost = None

@@ -362,6 +362,12 @@ class _Run:
         self.inflight = 0
         self.unfinished = len(members)
         self.queue: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
+        #: held by whichever thread runs the scheduling step now (one at a time)
+        self.drain = threading.Lock()
+        #: the roots were decided: events may be handled from now on
+        self.prepared = False
+        #: the run's end was handled
+        self.closed = False
         #: why the run is being stopped ('cancelled', 'timed out after 5s'), or None
         self.stopping: str | None = None
         #: stop finally tasks too
@@ -492,7 +498,7 @@ class GraphRun:
     def _launch(self, run: _Run) -> None:
         """Start ``run``: done-callbacks, the graph timeout, the scheduler thread."""
         for i in run.members:
-            self._tasks[i].add_done_callback(lambda _t, i=i, g=run.gen, q=run.queue: q.put((_DONE, g, i)))
+            self._tasks[i].add_done_callback(lambda _t, i=i, g=run.gen: self._feed(run, (_DONE, g, i)))
         if self.timeout is not None:
             run.timer = self.executor.timers.schedule(
                 self.timeout, lambda: self._stop(run, f"graph {self.name} timed out after {self.timeout:g}s")
@@ -503,22 +509,63 @@ class GraphRun:
 
     # ---- the scheduler thread ------------------------------------------
     def _schedule(self, run: _Run) -> None:
-        try:
-            self._prepare(run)
-            while run.unfinished:
-                what, gen, i = run.queue.get()
-                if gen != run.gen:
-                    continue
-                if what == _DONE:
-                    self._on_done(run, i)
-                else:
-                    self._on_stop(run)
-        except BaseException:  # a bug here must not leave the graph running for ever
-            log.exception("scheduler of graph %s failed", self.name)
-            for i in run.members:
-                self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
-        finally:
-            self._finish(run)
+        """The graph's thread: decide the roots, then hand the loop to whoever feeds it."""
+        with run.drain:
+            try:
+                self._prepare(run)
+            except BaseException:  # a bug here must not leave the graph running for ever
+                log.exception("scheduler of graph %s failed", self.name)
+                run.unfinished = 0
+                for i in run.members:
+                    self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
+            run.prepared = True
+        self._drain(run)
+
+    def _feed(self, run: _Run, item: tuple[str, int, int]) -> None:
+        """A done-callback or a stop: queue ``item``, and run the scheduling step unless another thread does."""
+        run.queue.put(item)
+        if run.prepared:
+            self._drain(run)
+
+    def _drain(self, run: _Run) -> None:
+        """The graphlib loop's step: handle what is queued, one thread at a time (the thread that fed it).
+
+        Handling the end of a task on the thread that ended it saves two
+        thread wake-ups per task; the lock keeps the loop single-threaded, and
+        what arrives while another thread holds it is handled by that thread
+        before it lets go (the queue is checked again after the release).
+        """
+        q = run.queue
+        while True:
+            if not run.drain.acquire(blocking=False):
+                return
+            finished = False
+            try:
+                while run.unfinished:
+                    try:
+                        what, gen, i = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if gen != run.gen:
+                        continue
+                    if what == _DONE:
+                        self._on_done(run, i)
+                    else:
+                        self._on_stop(run)
+            except BaseException:  # a bug here must not leave the graph running for ever
+                log.exception("scheduler of graph %s failed", self.name)
+                run.unfinished = 0
+                for i in run.members:
+                    self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
+            finally:
+                if run.unfinished == 0 and not run.closed:
+                    run.closed = finished = True
+                run.drain.release()
+            if finished:
+                self._finish(run)
+                return
+            if run.closed or q.empty():
+                return
 
     def _prepare(self, run: _Run) -> None:
         """Count each member's unfinished dependencies; decide the roots."""
@@ -653,7 +700,7 @@ class GraphRun:
             t = tasks[i]
             if t.state in (TaskState.QUEUED, TaskState.RUNNING) and (force or not self.nodes[i].finally_):
                 self.executor.cancel(t, reason)
-        run.queue.put((_STOP, run.gen, -1))
+        self._feed(run, (_STOP, run.gen, -1))
 
     # ---- running again -------------------------------------------------
     def rerun(self) -> GraphRun:
