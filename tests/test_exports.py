@@ -14,7 +14,7 @@ CORE = {
     "Runner", "SpecError", "SyncBackend", "TRANSITIONS", "Task", "TaskCancelled", "TaskError", "TaskEvent",
     "TaskFailed", "TaskNotDone", "TaskOutput", "TaskSpec", "TaskState", "ThreadBackend", "WaitInsideTask",
     "WaitTimeout", "WorkerPool", "bind", "check_picklable", "compile_body", "current_task", "describe_exit",
-    "expand_prompt", "progress",
+    "progress",
 }
 
 

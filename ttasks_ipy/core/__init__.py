@@ -36,7 +36,6 @@ _LAZY = {
     "PromptFailed": ".runners.prompt",
     "PromptRunner": ".runners.prompt",
     "PromptSettings": ".runners.prompt",
-    "expand_prompt": ".runners.prompt",
     "WorkerPool": ".backends.process.pool",
     "ProcessRunner": ".backends.process.pool",
     "check_picklable": ".backends.process.pool",
@@ -93,6 +92,5 @@ __all__ = [
     "compile_body",
     "current_task",
     "describe_exit",
-    "expand_prompt",
     "progress",
 ]
