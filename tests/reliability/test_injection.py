@@ -24,7 +24,7 @@ from ttasks_ipy.core.errors import SpecError
 from ttasks_ipy.syntax.expand import expand_shell
 
 FULL = os.environ.get("TTASKS_RELIABILITY") == "full"
-EXAMPLES = 400 if FULL else 25
+EXAMPLES = 400 if FULL else 12
 
 #: values that try to break out of every kind of quoting, and ordinary awkward ones
 VALUES = [
