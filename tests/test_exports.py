@@ -14,7 +14,7 @@ CORE = {
     "PythonRunner", "QueueFull", "Runner", "SpecError", "SyncBackend", "TRANSITIONS", "Task", "TaskCancelled",
     "TaskContext", "TaskError", "TaskEvent", "TaskFailed", "TaskNotDone", "TaskOutput", "TaskRecord", "TaskSpec",
     "TaskState", "ThreadBackend", "WaitInsideTask", "WaitTimeout", "WorkerPool", "bind", "check_name",
-    "check_picklable", "compile_body", "current_task", "describe_exit", "expand_prompt", "progress",
+    "check_picklable", "compile_body", "current_task", "describe_exit", "progress",
 }
 
 

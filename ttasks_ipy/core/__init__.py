@@ -39,7 +39,6 @@ _LAZY = {
     "PromptFailed": ".runners.prompt",
     "PromptRunner": ".runners.prompt",
     "PromptSettings": ".runners.prompt",
-    "expand_prompt": ".runners.prompt",
     "WorkerPool": ".backends.process.pool",
     "ProcessBackend": ".backends.process.backend",
     "PortablePython": ".runners.portable",
@@ -103,6 +102,5 @@ __all__ = [
     "compile_body",
     "current_task",
     "describe_exit",
-    "expand_prompt",
     "progress",
 ]

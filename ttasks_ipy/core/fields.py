@@ -1,34 +1,26 @@
-"""Finding ``{expr}`` fields in text: the one brace matcher shared by every expander."""
+"""Text whose fields are filled in when a task starts: all the engine knows about expansion.
+
+The engine never parses ``{expr}`` fields itself. Where text must be filled
+in at run time (a graph's prompt task reads ``{upstream.X.value}`` when it
+starts), the syntax layer parses it once and hands over a ``Template`` bound
+to the values it reads; the runner calls ``render()`` in its attempt.
+"""
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
 
-def closing_brace(text: str, start: int) -> int:
-    """Index of the ``}`` that closes the ``{`` at ``start``, or -1.
+__all__ = ["Template"]
 
-    Brackets nested inside the field and quoted Python strings (with
-    backslash escapes) are skipped, so ``{d["}"]}`` and ``{f(a, [b])}`` are
-    one field each. A ``)`` or ``]`` that closes the field itself means there
-    is no field (-1).
-    """
-    depth = 0
-    quote = ""
-    j = start
-    n = len(text)
-    while j < n:
-        c = text[j]
-        if quote:
-            if c == "\\":
-                j += 2
-                continue
-            if c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c in "{[(":
-            depth += 1
-        elif c in "}])":
-            depth -= 1
-            if depth == 0:
-                return j if c == "}" else -1
-        j += 1
-    return -1
+
+@runtime_checkable
+class Template(Protocol):
+    """Text with fields, already parsed and bound to the namespace it reads."""
+
+    @property
+    def source(self) -> str:
+        """The text as written (for descriptions and listings)."""
+        ...
+
+    def render(self) -> str:
+        """The text with its fields filled in now; raises ``SpecError`` naming a field that fails."""
+        ...

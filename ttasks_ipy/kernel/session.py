@@ -196,11 +196,11 @@ class Session:
 
         graph.add_run_listener(done)
 
-    def prompt_runner(self, text: str, model: str | None, namespace: Any) -> Any:
-        """A prompt runner with the session's settings (graph tasks expand ``text`` at run time)."""
+    def prompt_runner(self, text: Any, model: str | None) -> Any:
+        """A prompt runner with the session's settings (a graph task's ``text`` is a template filled in at run time)."""
         from ..core.runners.prompt import PromptRunner
 
-        return PromptRunner(text, self.prompt_settings(), model=model, namespace=namespace)
+        return PromptRunner(text, self.prompt_settings(), model=model)
 
     def process_runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
         """A runner for ``body`` in one of the session's worker processes (a spec with ``backend='process'``)."""

@@ -17,14 +17,17 @@ and ``compile_graph`` does both. Every bad input raises a one-line
 
 Values reach bodies at run time: Python bodies see ``upstream`` (their direct
 dependencies' results) besides the names they read, which are bound at
-dispatch like ``%bg``; in one-line bash bodies ``{expr}`` and ``$name`` are
-expanded when the task is released, shell-quoted as in ``%bg``; prompt bodies
-expand ``{expr}`` without quoting. Multi-line bash bodies are passed as written.
+dispatch like ``%bg``. One-line bash bodies and prompt bodies are parsed once
+by the one expander (``expand``): at dispatch every ``upstream.X`` a field
+reads must name a dependency; a bash body is expanded when the task is
+released, quoted for where each value stands as in ``%bg``; a prompt body is
+handed to its runner as a template that the attempt fills in (no quoting).
+Fields that are not Python or read no defined name stay as written, as in
+``%bg``. Multi-line bash bodies are passed as written.
 """
 from __future__ import annotations
 
 import ast
-import builtins
 import difflib
 import re
 import textwrap
@@ -34,14 +37,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import SpecError
-from ..core.fields import closing_brace
+from ..core.fields import Template as FilledText
 from ..core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph
 from ..core.names import check_name
 from ..core.runners.bash import BashRunner
 from ..core.runners.python import PyBody, PythonRunner, bind, compile_body
 from ..core.spec import Runner
 from . import numbers
-from .expand import expand_shell
+from .expand import bind_prompt, expand_shell
+from .template import Template
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
 _NUMBER_VALUE = re.compile(r"[^\s:,]*")
@@ -54,8 +58,8 @@ _GRAMMAR = "NAME [after DEP, ...] [finally] [optional] [timeout=S] [retries=N] [
 #: Mapping methods of ``Upstream``: ``upstream.get`` is the method, not a task
 _UPSTREAM_METHODS = frozenset({"get", "items", "keys", "values"})
 
-#: ``(text, model, namespace) -> Runner``: builds a prompt runner that expands ``text`` against ``namespace``
-PromptFactory = Callable[[str, "str | None", Mapping[str, Any]], Runner]
+#: ``(text, model) -> Runner``: builds a prompt runner; ``text`` is filled in by the runner's attempt (``render()``)
+PromptFactory = Callable[[FilledText, "str | None"], Runner]
 #: ``(body, bound, first_line) -> Runner``: a Python body in a worker process (``bound`` holds ``upstream``)
 ProcessFactory = Callable[[PyBody, Mapping[str, Any], int], Runner]
 
@@ -270,59 +274,13 @@ def _finish(p: _Pending) -> TaskLine:
         retries=o.get("retries", 0), stall=o.get("stall"), process=o.get("process", False), model=o.get("model"),
     )
     if kind == "prompt" or (kind == "bash" and not task.multiline):
-        for expr, offset in _fields(task.body, body_line):
-            tree = _parse_expr(expr, offset, task)
-            _check_upstream(tree, task, offset)
+        for f in Template(task.body, dollar=kind == "bash").fields():
+            if f.tree is not None:
+                _check_upstream(f.tree, task, body_line + f.line)
     return task
 
 
 # ---- {expr} fields ---------------------------------------------------------
-def _fields(text: str, first_line: int) -> list[tuple[str, int]]:
-    """The ``{expr}`` fields of ``text`` with their cell lines (``{{``/``}}`` skipped). Raises on a lone brace."""
-    out = []
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c in "{}" and text.startswith(c * 2, i):
-            i += 2
-            continue
-        line = first_line + text.count("\n", 0, i)
-        if c == "}":
-            raise _fail(line, "a single '}': write }} for a literal brace")
-        if c == "{":
-            end = closing_brace(text, i)
-            if end < 0:
-                raise _fail(line, "unclosed '{': write {{ for a literal brace")
-            out.append((text[i + 1:end], line))
-            i = end + 1
-            continue
-        i += 1
-    return out
-
-
-def _parse_expr(expr: str, line: int, task: TaskLine) -> ast.AST:
-    if not expr.strip():
-        raise _fail(line, f"empty {{}} in task {task.name}: write {{{{}}}} for literal braces")
-    try:
-        return ast.parse(expr.strip(), mode="eval")
-    except SyntaxError:
-        raise _fail(
-            line, f"{{{expr}}} in task {task.name} is not a Python expression: write {{{{ and }}}} for literal braces"
-        ) from None
-
-
-def _check_names(t: TaskLine, namespace: Mapping[str, Any]) -> None:
-    """Each name a ``{expr}`` field reads must be defined now (or be ``upstream``)."""
-    for expr, line in _fields(t.body, t.body_line):
-        tree = _parse_expr(expr, line, t)
-        stored = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
-        for n in ast.walk(tree):
-            if (isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in stored
-                    and n.id != "upstream" and n.id not in namespace and not hasattr(builtins, n.id)):
-                raise _fail(line, f"task {t.name}: {{{expr}}}: name {n.id!r} is not defined "
-                                  "(write {{ and }} for literal braces)")
-
-
 def _check_upstream(tree: ast.AST, task: TaskLine, line: int) -> None:
     """Each ``upstream.X`` / ``upstream["X"]`` must name a direct dependency of ``task``."""
     for node in ast.walk(tree):
@@ -441,31 +399,23 @@ def _bash(t: TaskLine, namespace: Mapping[str, Any], grace: float) -> Callable[[
     if t.multiline:
         script = t.body
         return lambda up: BashRunner(script, grace=grace)
-    command = t.body.strip()
-    _check_names(t, namespace)
-    for m in re.finditer(r"(?<!\$)\$([A-Za-z_]\w*)", command.replace("$$", "\0\0")):
-        if m.group(1) != "upstream" and m.group(1) not in namespace:
-            raise _fail(
-                t.line, f"task {t.name}: ${m.group(1)} is not defined in the namespace "
-                f"(write $${m.group(1)} for the shell's own variable)"
-            )
+    template = Template(t.body.strip())
 
     def expanded(up: Upstream) -> Runner:
-        return BashRunner(expand_shell(command, ChainMap({"upstream": up}, namespace)), grace=grace)  # type: ignore[arg-type]
+        return BashRunner(expand_shell(template, ChainMap({"upstream": up}, namespace)), grace=grace)  # type: ignore[arg-type]
 
     return expanded
 
 
 def _prompt(t: TaskLine, namespace: Mapping[str, Any], make_prompt: PromptFactory) -> Callable[[Upstream], Runner]:
-    text, model = t.body, t.model
-    _check_names(t, namespace)
-    try:  # now, so a missing backend or model is refused at dispatch (the text is expanded at run time)
-        make_prompt(text, model, ChainMap({"upstream": Upstream(t.name)}, namespace))  # type: ignore[arg-type]
+    template, model = Template(t.body, dollar=False), t.model
+    try:  # now, so a missing backend or model is refused at dispatch (the text is filled in at run time)
+        make_prompt(bind_prompt(template, ChainMap({"upstream": Upstream(t.name)}, namespace)), model)  # type: ignore[arg-type]
     except SpecError as e:
         raise _fail(t.line, f"task {t.name}: {e}") from None
 
     def prompt(up: Upstream) -> Runner:
-        return make_prompt(text, model, ChainMap({"upstream": up}, namespace))  # type: ignore[arg-type]
+        return make_prompt(bind_prompt(template, ChainMap({"upstream": up}, namespace)), model)  # type: ignore[arg-type]
 
     return prompt
 

@@ -12,31 +12,30 @@ arrive while they run go out together) and returns the whole text, a
 Cancel (and so the executor's timeout) cancels the coroutine on the loop,
 which closes the HTTP connection; the attempt then raises ``TaskCancelled``.
 
-``expand_prompt(template, namespace)`` expands ``{expr}`` without quoting,
-with ``{{`` and ``}}`` for literal braces. The backends live in ``llm/``.
+The text is a ``str``, or a ``fields.Template`` that the attempt renders
+when it starts (graphs: ``{upstream.X.value}``); the engine does no
+expansion of its own. The backends live in ``llm/``.
 """
 from __future__ import annotations
 
-import builtins
 import concurrent.futures
 import inspect
 import queue
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..context import TaskContext
 from ..errors import SpecError, TaskCancelled
-from ..fields import closing_brace
+from ..fields import Template
 from ..llm import loop
 from ..llm.chat import Emit, PromptRequest, stream_chat
 from ..llm.errors import PromptFailed
 from ..llm.pycall import CallableError, call_options, callable_failure, is_async, iter_sync, load_callable, stream_async
 from ..llm.settings import PromptSettings
 from ..spec import Runner
-from .python import FallbackGlobals
 
-__all__ = ["PromptFailed", "PromptRunner", "PromptSettings", "expand_prompt", "shutdown_loop"]
+__all__ = ["PromptFailed", "PromptRunner", "PromptSettings", "shutdown_loop"]
 
 #: how often a waiting worker looks at its cancel flag even without news (a safety net)
 _POLL = 0.5
@@ -46,10 +45,9 @@ _END = object()
 class PromptRunner(Runner):
     """Sends ``text`` to the LLM of ``settings``; the task's value is the answer (a ``str``).
 
-    ``model`` and ``system`` override the settings for this task. With
-    ``namespace``, ``text`` is a template expanded against it when the attempt
-    starts (graphs); otherwise it is sent as given (expand it at dispatch with
-    ``expand_prompt``). Raises ``SpecError`` at once, in one line naming the
+    ``model`` and ``system`` override the settings for this task. ``text`` is
+    sent as given, or, when it is a ``Template``, rendered when the attempt
+    starts (graphs). Raises ``SpecError`` at once, in one line naming the
     settings to set, when no backend or no model is configured.
 
     After (and during) a run, ``meta`` holds: ``backend``, ``model``, ``url`` or
@@ -64,20 +62,19 @@ class PromptRunner(Runner):
 
     def __init__(
         self,
-        text: str,
+        text: str | Template,
         settings: PromptSettings | None = None,
         model: str | None = None,
         system: str | None = None,
-        *,
-        namespace: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(text, str) or not text.strip():
+        self.template: Template | None = None if isinstance(text, str) or not isinstance(text, Template) else text
+        source = text if self.template is None else self.template.source
+        if not isinstance(source, str) or not source.strip():
             raise SpecError("the prompt is empty: give the text to send")
         self.settings = settings if settings is not None else PromptSettings.from_env()
-        self.text = text
+        self.text = source
         self.model = self.settings.resolve_model(model)
         self.system = system if system is not None else self.settings.system
-        self.namespace = namespace
         self._fn: Callable[..., Any] | None = None
         if self.settings.backend == "callable":
             assert self.settings.callable is not None
@@ -114,7 +111,7 @@ class PromptRunner(Runner):
         else:
             meta["url"] = s.public_url
         self.meta = meta
-        prompt = self.text if self.namespace is None else expand_prompt(self.text, self.namespace)
+        prompt = self.text if self.template is None else self.template.render()
         req = PromptRequest(prompt, self.model, self.system, s)
         failure: PromptFailed
         try:
@@ -229,66 +226,3 @@ def _redacted(e: PromptFailed, settings: PromptSettings) -> PromptFailed:
 def shutdown_loop(timeout: float = 2.0) -> None:
     """Stop the shared LLM loop: cancel prompts in flight, close connections (for extension unload)."""
     loop.shutdown(timeout)
-
-
-# ---- expanding {expr} ----------------------------------------------------
-def expand_prompt(template: str, namespace: Mapping[str, Any]) -> str:
-    """``template`` with each ``{expr}`` replaced by ``str(eval(expr))`` against ``namespace``.
-
-    No quoting is added. ``{{`` and ``}}`` stand for literal braces. A name
-    that is not defined, an expression that does not parse or that raises, and
-    an unmatched brace each raise ``SpecError`` naming it.
-    """
-    out: list[str] = []
-    i, n = 0, len(template)
-    while i < n:
-        c = template[i]
-        if c == "{":
-            if template.startswith("{{", i):
-                out.append("{")
-                i += 2
-                continue
-            end = _field_end(template, i)
-            out.append(_eval_field(template[i + 1:end], namespace))
-            i = end + 1
-        elif c == "}":
-            if template.startswith("}}", i):
-                out.append("}")
-                i += 2
-                continue
-            raise SpecError(f"a single '}}' at character {i + 1} of the prompt: write '}}}}' for a literal brace")
-        else:
-            j = min((k for k in (template.find("{", i), template.find("}", i)) if k >= 0), default=n)
-            out.append(template[i:j])
-            i = j
-    return "".join(out)
-
-
-def _field_end(template: str, start: int) -> int:
-    """The index of the '}' closing the field opened at ``start``; ``SpecError`` if it never closes."""
-    end = closing_brace(template, start)
-    if end < 0:
-        raise SpecError(
-            f"the '{{' at character {start + 1} of the prompt is never closed: write '{{{{' for a literal brace"
-        )
-    return end
-
-
-def _eval_field(expr: str, namespace: Mapping[str, Any]) -> str:
-    src = expr.strip()
-    if not src:
-        raise SpecError("an empty {} in the prompt: write {{}} for literal braces")
-    try:
-        code = compile(src, "<prompt>", "eval")
-    except SyntaxError as e:
-        raise SpecError(
-            f"{{{src}}} in the prompt is not a Python expression ({e.msg}): write {{{{ and }}}} for literal braces"
-        ) from None
-    g = FallbackGlobals({"__builtins__": builtins}, namespace)
-    try:
-        return str(eval(code, g))
-    except NameError as e:
-        name = getattr(e, "name", None) or str(e)
-        raise SpecError(f"name {name!r} in {{{src}}} is not defined") from None
-    except Exception as e:
-        raise SpecError(f"{{{src}}} in the prompt raised {type(e).__name__}: {e}") from e
