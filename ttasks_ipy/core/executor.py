@@ -237,7 +237,6 @@ class Executor:
                 self._by_name[spec.name] = task
             if len(self._tasks) > self.keep_tasks:
                 self._forget_old_locked()
-        task.add_done_callback(self._remember_finished)
         if prepare is not None:
             prepare(task)
         if old is not None:
@@ -250,9 +249,6 @@ class Executor:
         else:
             self._enqueue(task)
         return task
-
-    def _remember_finished(self, task: Task) -> None:
-        self._finished_ids.append(task.id)
 
     def _hold_for(self, task: Task, deps: list[Task]) -> None:
         left = [len(deps)]
@@ -381,13 +377,9 @@ class Executor:
         timer = attempt.timer
         if timer is not None:
             timer.cancel()
-        with self._lock:
-            self._lingering.discard(attempt)
-            if self._attempts.get(task.id) is attempt:
-                del self._attempts[task.id]
         task.output_buffer.close()
         if attempt.over:
-            self._free(attempt)  # cancelled, timed out or retried already: only the slot is left to give back
+            self._free(attempt, forget=True)  # cancelled, timed out or retried already: only the slot is left
             return
         n = attempt.number
         if error is None:
@@ -401,15 +393,20 @@ class Executor:
             else:  # what leaves the engine is redacted: a task's error may quote a credential
                 reason, kept = redact(f"{type(error).__name__}: {error}"), {}
                 exc, tb = error, redact(_user_traceback(error))
-            if self._retry(attempt, reason):
+            if self._retry(attempt, reason, forget=True):
                 return
             ev = task.finish(n, TaskState.FAILED, reason, exception=exc, tb=tb, **kept)
-        self._settle(task, ev, attempt, running=False)
+        # the end is published before the slot goes to the next task (see _settle)
+        attempt.over = True
+        task.publish_in_order(ev, self.bus.publish)
+        self._free(attempt, forget=True)
+        if ev is not None:
+            self._finished_ids.append(task.id)
+            task.notify_done()
 
-    def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None, *, running: bool = True) -> None:
-        """The one ending of a task: publish its terminal event, stop the work, free the slot, wake waiters.
-
-        ``running=False`` when the backend said the work ended (nothing to stop).
+    def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None) -> None:
+        """The ending of a task from outside its work (cancel, timeout, block): publish its terminal event,
+        stop the work, free the slot, wake waiters. (``on_finished`` is the same without the stop.)
 
         The end is published before the slot goes to the next task, so that
         subscribers never see more than ``max_workers`` running.
@@ -420,16 +417,16 @@ class Executor:
                 attempt.timer.cancel()
         task.publish_in_order(ev, self.bus.publish)
         if attempt is not None:
-            if running:  # ended from outside (cancel, timeout): stop the work if it still runs
-                with self._lock:
-                    running = self._attempts.get(task.id) is attempt
-                if running and not attempt.stopped:
-                    self._stop(attempt)
+            with self._lock:
+                running = self._attempts.get(task.id) is attempt
+            if running and not attempt.stopped and not attempt.ended:
+                self._stop(attempt)
             self._free(attempt)
         if ev is not None:
+            self._finished_ids.append(task.id)  # the oldest finished are forgotten first (keep_tasks)
             task.notify_done()
 
-    def _retry(self, attempt: Attempt, reason: str) -> bool:
+    def _retry(self, attempt: Attempt, reason: str, *, forget: bool = False) -> bool:
         task = attempt.task
         if attempt.number > task.spec.retries or (attempt.stopped and not attempt.timed_out):
             return False
@@ -441,7 +438,7 @@ class Executor:
         self._publish(ev)
         self._publish(TaskEvent(EventKind.RETRYING, task, attempt.number, time.time(),
                                 {"delay": delay, "reason": reason}, task.record()))
-        self._free(attempt)
+        self._free(attempt, forget=forget)
         task.output_buffer.clear()
 
         def again() -> None:
@@ -451,9 +448,16 @@ class Executor:
         self.timers.schedule(delay, again)
         return True
 
-    def _free(self, attempt: Attempt) -> None:
-        """Give back the attempt's worker slot (to the next queued task) or service place, once."""
+    def _free(self, attempt: Attempt, *, forget: bool = False) -> None:
+        """Give back the attempt's worker slot (to the next queued task) or service place, once.
+
+        ``forget``: the attempt's work ended, so it is no longer the task's running attempt either.
+        """
         with self._lock:
+            if forget:
+                self._lingering.discard(attempt)
+                if self._attempts.get(attempt.task.id) is attempt:
+                    del self._attempts[attempt.task.id]
             if attempt.slot:
                 attempt.slot = False
                 self._running -= 1

@@ -30,7 +30,8 @@ from .events import EventKind, TaskEvent
 from .output import TaskOutput
 from .records import TaskRecord
 from .spec import TaskSpec
-from .states import TaskState, can_change
+from .states import TERMINAL as _TERMINAL
+from .states import TRANSITIONS, TaskState
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -47,6 +48,9 @@ _EVENT_FOR_STATE = {
     TaskState.BLOCKED: EventKind.BLOCKED,
 }
 _RUNNING = TaskState.RUNNING
+_WORD = {s: s.value for s in TaskState}
+_new_record = tuple.__new__
+_new_event = tuple.__new__
 _NO_VALUE = object()
 Publish = Callable[[TaskEvent], None]
 
@@ -180,13 +184,19 @@ class Task:
         if self._description is None:
             self._description = spec.runner.describe()
         pct, msg = self.progress
-        error = self.error if self.state.terminal else None
-        return TaskRecord(
-            self.id, self.name, self.kind, self._description, self.state, self.status, self.reason,
+        state = self.state
+        if state in _TERMINAL:
+            error = self.error
+            error = error.splitlines()[0] if error else None
+        else:
+            error = None
+        status = "stalled" if (self.stalled and state is _RUNNING) else _WORD[state]
+        # tuple.__new__: the named tuple's own __new__ is a Python function, and this runs per event
+        return _new_record(TaskRecord, (
+            self.id, self.name, self.kind, self._description, state, status, self.reason,
             self.attempt, spec.retries, self.created, self.started, self.finished, pct, msg, spec.backend,
-            self.where, self.output_buffer.folder, tuple(self.blocked_by), self.delivered,
-            error.splitlines()[0] if error else None,
-        )
+            self.where, self.output_buffer.folder, tuple(self.blocked_by), self.delivered, error,
+        ))
 
     # ---- acting --------------------------------------------------------
     def cancel(self, reason: str = "cancelled") -> bool:
@@ -298,7 +308,7 @@ class Task:
 
     def _change(self, new: TaskState, data: dict[str, Any], reason: str | None = None) -> TaskEvent:
         old = self.state
-        if not can_change(old, new):
+        if new not in TRANSITIONS[old]:
             raise InvalidTransition(f"task {self.label}: cannot change from {old} to {new}")
         self.state = new
         now = time.time()
@@ -308,12 +318,12 @@ class Task:
             self.where = None
             if self.started is None:
                 self.started = now
-        elif new.terminal:
+        elif new in _TERMINAL:
             self.finished = now
             if reason is not None:
                 self.reason = reason
         rec = self._record = self._snapshot()
-        return TaskEvent(_EVENT_FOR_STATE[new], self, self.attempt, now, data, rec)
+        return _new_event(TaskEvent, (_EVENT_FOR_STATE[new], self, self.attempt, now, data, rec))
 
     # ---- facts of the running attempt, for executors ---------------------
     def note_progress(self, attempt: int, percent: float | None, message: str | None) -> bool:
@@ -367,6 +377,9 @@ class Task:
     def publish_in_order(self, ev: TaskEvent | None, publish: Publish) -> None:
         """Publish ``ev`` now, or hold it until the STARTED event of the current claim is out."""
         if ev is None:
+            return
+        if not self._starting:  # the common case, without the lock (see the module docstring)
+            publish(ev)
             return
         with self._lock:
             if self._starting and ev.kind is not EventKind.STARTED:
