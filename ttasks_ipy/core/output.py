@@ -17,6 +17,7 @@ import codecs
 import collections
 import logging
 import os
+import selectors
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -253,6 +254,21 @@ class PipeDecoder:
         text = self._decoders[stream].decode(data)
         if text:
             self._emit(stream, text)
+
+    def read_ready(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> bool:
+        """Read what the ready pipe of ``key`` holds into its stream (``key.data``).
+
+        False once the pipe reached end of file (it is unregistered from ``sel`` then).
+        """
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            return True
+        if not data:
+            sel.unregister(key.fileobj)
+            return False
+        self.feed(key.data, data)
+        return True
 
     def finish(self) -> None:
         for stream, dec in self._decoders.items():

@@ -514,12 +514,16 @@ class GraphRun:
             try:
                 self._prepare(run)
             except BaseException:  # a bug here must not leave the graph running for ever
-                log.exception("scheduler of graph %s failed", self.name)
-                run.unfinished = 0
-                for i in run.members:
-                    self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
+                self._scheduler_failed(run)
             run.prepared = True
         self._drain(run)
+
+    def _scheduler_failed(self, run: _Run) -> None:
+        """A bug in the scheduling step: log it, cancel every task of the run, end the run."""
+        log.exception("scheduler of graph %s failed", self.name)
+        run.unfinished = 0
+        for i in run.members:
+            self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
 
     def _feed(self, run: _Run, item: tuple[str, int, int]) -> None:
         """A done-callback or a stop: queue ``item``, and run the scheduling step unless another thread does."""
@@ -553,10 +557,7 @@ class GraphRun:
                     else:
                         self._on_stop(run)
             except BaseException:  # a bug here must not leave the graph running for ever
-                log.exception("scheduler of graph %s failed", self.name)
-                run.unfinished = 0
-                for i in run.members:
-                    self.executor.cancel(self._tasks[i], f"graph {self.name}: scheduler failed")
+                self._scheduler_failed(run)
             finally:
                 if run.unfinished == 0 and not run.closed:
                     run.closed = finished = True

@@ -206,15 +206,8 @@ def _pump(proc: subprocess.Popen[bytes], emit: Callable[[str, str], None]) -> No
                 if key.data == "exit":
                     sel.unregister(key.fileobj)
                     continue
-                try:
-                    data = os.read(key.fileobj.fileno(), 65536)
-                except BlockingIOError:
-                    continue
-                if not data:
-                    sel.unregister(key.fileobj)
+                if not decoders.read_ready(sel, key):
                     open_pipes -= 1
-                    continue
-                decoders.feed(key.data, data)
             if drain_until is None and proc.poll() is not None:
                 drain_until = time.monotonic() + DRAIN_SECONDS
         decoders.finish()

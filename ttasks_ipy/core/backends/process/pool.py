@@ -200,15 +200,8 @@ class WorkerProcess:
                             sel.unregister(sock)
                             drain_until = time.monotonic() + DRAIN_SECONDS
                         continue
-                    try:
-                        chunk = os.read(key.fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        sel.unregister(key.fd)
+                    if not decoders.read_ready(sel, key):
                         open_pipes -= 1
-                        continue
-                    decoders.feed(key.data, chunk)
             decoders.finish()
         finally:
             sel.close()
