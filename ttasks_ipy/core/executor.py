@@ -354,6 +354,13 @@ class Executor:
         with self._lock:
             self._attempts[task.id] = attempt
         task.publish_in_order(ev, self.bus.publish)
+        if task.state.terminal:  # cancelled while it started (perhaps before its attempt was known): never submit
+            attempt.over = True
+            with self._lock:
+                if self._attempts.get(task.id) is attempt:
+                    del self._attempts[task.id]
+            self._free(attempt)
+            return
         if spec.timeout is not None:
             attempt.timer = self.timers.schedule(spec.timeout, lambda: self._timed_out(attempt))
         if spec.stall is not None:
@@ -483,10 +490,10 @@ class Executor:
 
     def _stop(self, attempt: Attempt) -> None:
         """Ask the backend to stop the attempt's work; returns at once."""
-        attempt.stopped = True
         handle = attempt.handle
         if handle is None:
             return  # not submitted yet: _start stops it right after submit
+        attempt.stopped = True
         try:
             attempt.backend.cancel(handle)
         except Exception:
