@@ -386,7 +386,8 @@ class Executor:
             timer.cancel()
         task.output_buffer.close()
         if attempt.over:
-            self._free(attempt, forget=True)  # cancelled, timed out or retried already: only the slot is left
+            # it lost a race (cancel, timeout, retry): the winner gives the slot back once its end is out
+            self._free(attempt, forget=True, slot=False)
             return
         n = attempt.number
         if error is None:
@@ -422,13 +423,14 @@ class Executor:
             attempt.over = True
             if attempt.timer is not None:
                 attempt.timer.cancel()
-        task.publish_in_order(ev, self.bus.publish)
+        published = task.publish_in_order(ev, self.bus.publish)
         if attempt is not None:
             with self._lock:
                 running = self._attempts.get(task.id) is attempt
             if running and not attempt.stopped and not attempt.ended:
                 self._stop(attempt)
-            self._free(attempt)
+            if published:  # else the end waits for the STARTED being published, and _start frees after both
+                self._free(attempt)
         if ev is not None:
             self._finished_ids.append(task.id)  # the oldest finished are forgotten first (keep_tasks)
             task.notify_done()
@@ -455,16 +457,19 @@ class Executor:
         self.timers.schedule(delay, again)
         return True
 
-    def _free(self, attempt: Attempt, *, forget: bool = False) -> None:
+    def _free(self, attempt: Attempt, *, forget: bool = False, slot: bool = True) -> None:
         """Give back the attempt's worker slot (to the next queued task) or service place, once.
 
         ``forget``: the attempt's work ended, so it is no longer the task's running attempt either.
+        ``slot=False``: only that (the slot goes back with the published end, by whoever published it).
         """
         with self._lock:
             if forget:
                 self._lingering.discard(attempt)
                 if self._attempts.get(attempt.task.id) is attempt:
                     del self._attempts[attempt.task.id]
+            if not slot:
+                return
             if attempt.slot:
                 attempt.slot = False
                 self._running -= 1

@@ -374,17 +374,21 @@ class Task:
             self._record = None
 
     # ---- publishing and completion, for executors ------------------------
-    def publish_in_order(self, ev: TaskEvent | None, publish: Publish) -> None:
-        """Publish ``ev`` now, or hold it until the STARTED event of the current claim is out."""
+    def publish_in_order(self, ev: TaskEvent | None, publish: Publish) -> bool:
+        """Publish ``ev`` now, or hold it until the STARTED event of the current claim is out.
+
+        True if it went out now (False: held, or None). Whoever publishes the
+        STARTED event publishes what was held right after it.
+        """
         if ev is None:
-            return
+            return False
         if not self._starting:  # the common case, without the lock (see the module docstring)
             publish(ev)
-            return
+            return True
         with self._lock:
             if self._starting and ev.kind is not EventKind.STARTED:
                 self._held.append(ev)
-                return
+                return False
         publish(ev)
         if ev.kind is EventKind.STARTED:
             with self._lock:
@@ -395,6 +399,7 @@ class Task:
                 publish(h)
             if notify:
                 self.notify_done()
+        return True
 
     def notify_done(self) -> None:
         """Wake waiters and run done callbacks; call once after a terminal event was published."""
