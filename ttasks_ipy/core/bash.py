@@ -134,7 +134,7 @@ class BashRunner(Runner):
 
     def run(self, ctx: RunContext) -> CommandResult:
         executor = ctx.task._executor
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = executor.reaper.mark({**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
         started = time.monotonic()
         with ctx.lock:
             if ctx.cancelled:

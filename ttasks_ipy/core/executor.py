@@ -86,6 +86,7 @@ class Executor:
         self.backend = backend or ThreadBackend()
         self.timers = Timers()
         self.reaper = Reaper(grace)
+        self.reaper.start()  # before any task: what a task starts is covered from its fork on
         self._own_dir = output_dir is None
         self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ttasks-"))
         os.chmod(self.output_dir, 0o700)

@@ -1,24 +1,40 @@
 """A small process that ends every task's process tree when the kernel dies.
 
-The kernel starts it in a session of its own and keeps the write end of a pipe
-to its stdin. Lines ``+SID`` and ``-SID`` register and forget a task session.
-When the pipe closes (the kernel exited, was SIGKILLed or OOM-killed), every
-registered tree gets SIGTERM, a grace period, then SIGKILL.
+The kernel starts it (at construction, before any task) in a session of its
+own and keeps the write end of a pipe to its stdin. Two things say what to
+end: a token, given on the reaper's command line, that every process a task
+starts carries in its environment (``TTASKS_OWNERS``, see ``Reaper.mark``),
+so a command is covered before it is even forked; and lines ``+SID`` /
+``-SID`` that register and forget a session (worker processes, a task's
+session once known). When the pipe closes (the kernel exited, was SIGKILLed
+or OOM-killed), every registered session and every marked process gets
+SIGTERM, a grace period, then SIGKILL.
 
-Run as ``python -m ttasks_ipy.core.reaper GRACE``.
+The reaper process runs this file as a script (``python -I -S reaper.py GRACE
+TOKEN``): standard library only, no package import, so it starts in about 10 ms.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 
+if __package__:
+    from .proctable import mark_environ, marked_processes, session_members, signal_pids
+else:  # the reaper process: this file run as a script, its sibling imported without the package
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from proctable import mark_environ, marked_processes, session_members, signal_pids  # type: ignore[no-redef]
 
+
+# ---- the reaper process ---------------------------------------------------
 def main(argv: list[str]) -> int:
+    """Read registrations until the pipe closes, then end everything registered or marked."""
     grace = float(argv[1]) if len(argv) > 1 else 2.0
+    token = argv[2] if len(argv) > 2 else ""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the pipe closing ends us
     sids: set[int] = set()
@@ -28,47 +44,87 @@ def main(argv: list[str]) -> int:
             sids.add(int(line[1:]))
         elif line[:1] == b"-":
             sids.discard(int(line[1:]))
-    _end_all(sids, grace)
+    end_all(sids, token, grace)
     return 0
 
 
-def _end_all(sids: set[int], grace: float) -> None:
-    from .procs import signal_tree, tree_alive
+def _targets(sids: set[int], token: str) -> list[int]:
+    found = set(marked_processes(token)) if token else set()
+    for sid in sids:
+        found.update(session_members(sid))
+    found.discard(os.getpid())
+    return sorted(found)
 
-    live = [s for s in sids if signal_tree(s, signal.SIGTERM)]
+
+def end_all(sids: set[int], token: str, grace: float) -> None:
+    """SIGTERM every process of ``sids`` and every process marked with ``token``; SIGKILL what outlives ``grace``."""
+    for sid in sids:
+        try:
+            os.killpg(sid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    live = _targets(sids, token)
+    signal_pids(live, signal.SIGTERM)
     end = time.monotonic() + grace
     while live and time.monotonic() < end:
-        live = [s for s in live if tree_alive(s)]
         time.sleep(0.05)
-    for s in live:
-        signal_tree(s, signal.SIGKILL)
+        live = _targets(sids, token)
+    for _ in range(50):  # what forks while it is being killed is found on the next round
+        if not live:
+            return
+        signal_pids(live, signal.SIGKILL)
+        time.sleep(0.02)
+        live = _targets(sids, token)
+
+
+# ---- the kernel's side ----------------------------------------------------
+#: for tests only: seconds ``register`` waits first, holding open the window between a fork and its registration
+_REGISTER_DELAY = float(os.environ.get("TTASKS_TEST_REGISTER_DELAY") or 0)
 
 
 class Reaper:
-    """The kernel's side: starts the reaper process and tells it about task sessions."""
+    """The kernel's side: starts the reaper process and tells it what to end if the kernel dies.
 
-    def __init__(self, grace: float) -> None:
+    ``start()`` (also done by the first ``register``) starts the process;
+    ``mark(env)`` adds this reaper's token to a child's environment, which
+    covers that child and everything it starts from the moment it is forked;
+    ``register(sid)`` adds a whole session (for processes started unmarked).
+    """
+
+    def __init__(self, grace: float, token: str | None = None) -> None:
         self._lock = threading.Lock()
         self._grace = grace
+        self.token = token or f"{os.getpid()}.{secrets.token_hex(6)}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._closed = False
+
+    def start(self) -> None:
+        """Start the reaper process now (so that nothing started later runs unprotected); idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._ensure()
 
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "ttasks_ipy.core.reaper", str(self._grace)],
+                [sys.executable, "-I", "-S", os.path.abspath(__file__), str(self._grace), self.token],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 close_fds=True,
                 cwd="/",
-                env={**os.environ, "PYTHONPATH": _package_root()},
             )
         return self._proc
 
+    def mark(self, env: dict[str, str]) -> dict[str, str]:
+        """``env`` for a child process that the reaper must end if the kernel dies (returns a new dict)."""
+        return mark_environ(env, self.token)
+
     def register(self, sid: int) -> None:
         """Have the reaper end session ``sid`` if the kernel dies."""
+        if _REGISTER_DELAY:
+            time.sleep(_REGISTER_DELAY)
         self._send(f"+{sid}\n")
 
     def forget(self, sid: int) -> None:
@@ -102,13 +158,6 @@ class Reaper:
                 except OSError:
                     pass
             self._proc = None
-
-
-def _package_root() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
-    extra = os.environ.get("PYTHONPATH")
-    return root + (os.pathsep + extra if extra else "")
 
 
 if __name__ == "__main__":
