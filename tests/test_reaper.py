@@ -96,3 +96,75 @@ def test_a_command_killed_with_its_kernel_before_it_was_registered_does_not_surv
         all_gone(found, 2.0 + 5)
     finally:
         stop_kernel(k)
+
+
+# ---- a killed reaper is replaced ----------------------------------------------------
+def unmarked_session(tmp_path: Path) -> list[int]:
+    """A TERM-ignoring tree in a session of its own, started without the mark (only a registration covers it)."""
+    pids = tmp_path / "unmarked"
+    env = {k: v for k, v in os.environ.items() if k != MARK_VAR}
+    subprocess.Popen(["bash", "-c", TREE], env={**env, "PIDS": str(pids)}, start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return pids_in(pids, 2)
+
+
+def test_a_killed_reaper_is_replaced_at_once_and_told_every_session(tmp_path, caplog):
+    reaper = Reaper(0.3)
+    reaper.start()
+    found = unmarked_session(tmp_path)
+    reaper.register(found[0])
+    first = reaper.pid
+    assert first is not None
+    caplog.set_level("WARNING", "ttasks_ipy")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: reaper.pid not in (first, None) and alive(reaper.pid), 3, "a new reaper")
+    wait_until(lambda: "re-registered 1 task sessions" in caplog.text, 3, "the warning")
+    assert f"the reaper process {first} was killed (SIGKILL)" in caplog.text
+    assert caplog.text.count("re-registered") == 1
+    assert reaper.restarts == 1
+    assert all(alive(p) for p in found)  # nothing happens to the tasks themselves
+    reaper.close()  # as if the kernel died: the new reaper knows the session
+    all_gone(found, 0.3 + 5)
+
+
+def test_a_reaper_that_keeps_dying_is_restarted_with_a_delay_not_in_a_loop():
+    reaper = Reaper(0.3)
+    reaper.start()
+    try:
+        for _ in range(3):  # each dies within a second of its start
+            pid = reaper.pid
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda pid=pid: reaper.pid not in (pid, None), 5, "a new reaper")
+        assert reaper.restarts == 3
+        wait_until(lambda: reaper.pid is not None and alive(reaper.pid), 5, "a reaper after the delay")
+        assert reaper.restarts == 3
+    finally:
+        reaper.close()
+
+
+def reaper_pid(k) -> int | None:
+    text = k.value("_s().executor.reaper.pid")  # nothing is shown for None: while it is being replaced
+    return int(text) if text else None
+
+
+def test_killing_the_reaper_while_tasks_run_leaves_no_process_after_a_kernel_sigkill(tmp_path):
+    pids = tmp_path / "pids"
+    k = start_kernel(env={"PIDS": str(pids)})
+    try:
+        k.run("from ttasks_ipy.extension import session as _s\nimport logging\n_seen = []\n"
+              "_h = logging.Handler()\n_h.emit = _seen.append\nlogging.getLogger('ttasks_ipy').addHandler(_h)")
+        k.run("hb = %bg --quiet !" + TREE.replace("$", "$$"))
+        k.run("hp = %bg --quiet --process import time; time.sleep(300)")
+        found = pids_in(pids, 2)
+        k.run("import time\nwhile hp.status != 'running': time.sleep(0.01)")
+        workers = [int(p) for p in k.value("_s().worker_pool().pids").strip("[]").split(",")]
+        first = reaper_pid(k)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: reaper_pid(k) not in (first, None), 5, "a new reaper")
+        msgs = k.value("[r.getMessage() for r in _seen]")
+        assert "started a new one and re-registered" in msgs, msgs
+        os.kill(k.pid, signal.SIGKILL)
+        all_gone(found + workers, 2.0 + 5)
+    finally:
+        stop_kernel(k)
