@@ -16,8 +16,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -30,6 +28,7 @@ from .backends import Backend, ThreadBackend
 from .context import RunContext
 from .errors import CommandFailed, QueueFull, SpecError, TaskCancelled, WaitTimeout
 from .events import EventBus, EventKind, TaskEvent
+from .outdir import OutputDir
 from .output import TaskOutput
 from .reaper import Reaper
 from .spec import TaskSpec
@@ -87,8 +86,10 @@ class Executor:
         self.timers = Timers()
         self.reaper = Reaper(grace)
         self.reaper.start()  # before any task: what a task starts is covered from its fork on
-        self._own_dir = output_dir is None
-        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ttasks-"))
+        self._own_dir = OutputDir.create() if output_dir is None else None  # also sweeps dead kernels' folders
+        self.output_dir = Path(output_dir) if output_dir is not None else self._own_dir.path
+        if self._own_dir is not None:
+            self.reaper.remove_on_exit(self.output_dir)  # if the kernel is killed
         os.chmod(self.output_dir, 0o700)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -595,8 +596,8 @@ class Executor:
         self.timers.close()
         self.backend.shutdown()
         self.bus.close()
-        if self._own_dir:
-            shutil.rmtree(self.output_dir, ignore_errors=True)
+        if self._own_dir is not None:
+            self._own_dir.remove_async()  # renamed aside now, removed by a detached process
 
     def _publish(self, ev: TaskEvent | None) -> None:
         if ev is not None:

@@ -8,7 +8,8 @@ so a command is covered before it is even forked; and lines ``+SID`` /
 ``-SID`` that register and forget a session (worker processes, a task's
 session once known). When the pipe closes (the kernel exited, was SIGKILLed
 or OOM-killed), every registered session and every marked process gets
-SIGTERM, a grace period, then SIGKILL.
+SIGTERM, a grace period, then SIGKILL; then the folders named by lines
+``R/path`` are removed.
 
 The reaper process runs this file as a script (``python -I -S reaper.py GRACE
 TOKEN``): standard library only, no package import, so it starts in about 10 ms.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,13 +44,18 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only the pipe closing ends us
     sids: set[int] = set()
+    folders: list[bytes] = []
     for raw in sys.stdin.buffer:
-        line = raw.strip()
+        line = raw.rstrip(b"\n")
         if line[:1] == b"+":
             sids.add(int(line[1:]))
         elif line[:1] == b"-":
             sids.discard(int(line[1:]))
+        elif line[:1] == b"R":
+            folders.append(line[1:])
     end_all(sids, token, grace)
+    for folder in folders:  # after the processes that wrote into it
+        shutil.rmtree(os.fsdecode(folder), ignore_errors=True)
     return 0
 
 
@@ -106,6 +113,7 @@ class Reaper:
         self.token = token or f"{os.getpid()}.{secrets.token_hex(6)}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._sids: set[int] = set()
+        self._folders: list[bytes] = []
         self._closed = False
         self._started_at = 0.0
         self._quick_deaths = 0
@@ -143,9 +151,10 @@ class Reaper:
         )
         self._proc = p
         self._started_at = time.monotonic()
-        if self._sids:
+        if self._sids or self._folders:
             assert p.stdin is not None
             p.stdin.write("".join(f"+{sid}\n" for sid in sorted(self._sids)).encode())
+            p.stdin.write(b"".join(b"R" + f + b"\n" for f in self._folders))
             p.stdin.flush()
         threading.Thread(target=self._watch, args=(p,), name="ttasks-reaper-watch", daemon=True).start()
         if self._lost is not None:
@@ -196,6 +205,15 @@ class Reaper:
             time.sleep(_REGISTER_DELAY)
         self._send(f"+{sid}\n", add=sid)
 
+    def remove_on_exit(self, folder: str | os.PathLike[str]) -> None:
+        """Have the reaper remove ``folder`` after ending the processes, when the kernel is gone."""
+        path = os.fsencode(os.path.abspath(folder))
+        if b"\n" in path:
+            raise ValueError(f"a folder name with a newline cannot be handed to the reaper: {folder!r}")
+        with self._lock:
+            self._folders.append(path)
+        self._send("R" + os.fsdecode(path) + "\n")
+
     def forget(self, sid: int) -> None:
         """The session ended on its own."""
         self._send(f"-{sid}\n", remove=sid)
@@ -214,7 +232,7 @@ class Reaper:
                     if p is None:
                         return  # backing off; the next reaper gets every session
                     assert p.stdin is not None
-                    p.stdin.write(line.encode())  # a new reaper already has it: a repeat changes nothing
+                    p.stdin.write(os.fsencode(line))  # a new reaper already has it: a repeat changes nothing
                     p.stdin.flush()
                     return
                 except (OSError, ValueError):
