@@ -84,9 +84,9 @@ def kill_kernel(k, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["shutdown", "sigkill"])
 def test_a_command_killed_with_its_kernel_before_it_was_registered_does_not_survive(tmp_path, how):
-    """The window between the fork and the registration, held open for 4 s: the command already runs in it."""
+    """The window between the fork and the kernel knowing the pid, held open for 4 s: the command runs in it."""
     pids = tmp_path / "pids"
-    k = start_kernel(env={"TTASKS_TEST_REGISTER_DELAY": "4", "PIDS": str(pids)})
+    k = start_kernel(env={"TTASKS_TEST_REGISTER_DELAY": "4", "TTASKS_TEST_SPAWN_DELAY": "4", "PIDS": str(pids)})
     try:
         k.run("h = %bg --quiet !" + TREE.replace("$", "$$"))  # $$ is the shell's own $ in %bg
         t0 = time.monotonic()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import subprocess
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,8 +20,8 @@ from typing import Any
 from .context import RunContext
 from .errors import CommandFailed, TaskCancelled
 from .output import PipeDecoder, TaskOutput
-from .procs import terminate_tree
 from .spec import Runner
+from .supervisor import ContainedProcess
 
 #: how long to keep reading the pipes after the shell exited
 DRAIN_SECONDS = 0.25
@@ -139,25 +138,16 @@ class BashRunner(Runner):
         with ctx.lock:
             if ctx.cancelled:
                 raise TaskCancelled("cancelled before start")
-            proc = subprocess.Popen(
-                [self.shell, "-c", self.command],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=self.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
+            # under a subreaper of its own: what leaves the session is still ended with it
+            proc = executor.supervisor.spawn([self.shell, "-c", self.command], env=env, cwd=self.cwd,
+                                             grace=self.grace)
             ctx.handle = proc
             ctx.sid = proc.pid
             ctx.task.pid = proc.pid
-        executor.reaper.register(proc.pid)
         try:
             _pump(proc, ctx)
         finally:
-            # end whatever the command left behind (a backgrounded grandchild)
-            terminate_tree(proc.pid, self.grace, executor.timers, lambda: executor.reaper.forget(proc.pid))
+            proc.close()  # ends whatever the command left behind (a backgrounded grandchild), after the grace
         duration = time.monotonic() - started
         result = CommandResult(self.command, returncode=proc.returncode, duration=duration,
                                source=ctx.task.output_buffer)
@@ -171,10 +161,10 @@ class BashRunner(Runner):
         with ctx.lock:
             proc = ctx.handle
         if proc is not None:
-            terminate_tree(proc.pid, self.grace, ctx.task._executor.timers)
+            proc.terminate(self.grace)
 
 
-def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
+def _pump(proc: ContainedProcess, ctx: RunContext) -> None:
     """Read both pipes until the shell exits (and a short drain after), reaping it."""
     sel = selectors.DefaultSelector()
     decoders = PipeDecoder(ctx.output)
@@ -182,18 +172,15 @@ def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
         assert pipe is not None
         os.set_blocking(pipe.fileno(), False)
         sel.register(pipe, selectors.EVENT_READ, stream)
-    pidfd = None
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-        sel.register(pidfd, selectors.EVENT_READ, "exit")
-    except (AttributeError, OSError):
-        pass
+    sel.register(proc, selectors.EVENT_READ, "exit")  # readable when the exit status comes
     open_pipes = 2
     drain_until = None
     try:
         while open_pipes:
+            if drain_until is None and proc.poll() is not None:  # before blocking: the exit may be known already
+                drain_until = time.monotonic() + DRAIN_SECONDS
             if drain_until is None:
-                timeout = None if pidfd is not None else 0.05
+                timeout = None
             else:
                 timeout = drain_until - time.monotonic()
                 if timeout <= 0:
@@ -201,7 +188,8 @@ def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
             events = sel.select(timeout)
             for key, _ in events:
                 if key.data == "exit":
-                    sel.unregister(key.fileobj)
+                    if proc.poll() is not None:
+                        sel.unregister(key.fileobj)
                     continue
                 try:
                     data = os.read(key.fileobj.fileno(), 65536)
@@ -212,13 +200,9 @@ def _pump(proc: subprocess.Popen[bytes], ctx: RunContext) -> None:
                     open_pipes -= 1
                     continue
                 decoders.feed(key.data, data)
-            if drain_until is None and proc.poll() is not None:
-                drain_until = time.monotonic() + DRAIN_SECONDS
         decoders.finish()
     finally:
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
         if proc.stdout:
             proc.stdout.close()
         if proc.stderr:

@@ -33,6 +33,7 @@ from .output import TaskOutput
 from .reaper import Reaper
 from .spec import TaskSpec
 from .states import TaskState
+from .supervisor import Supervisor
 from .task import Task, check_not_inside_task
 from .timers import Timers
 
@@ -86,6 +87,8 @@ class Executor:
         self.timers = Timers()
         self.reaper = Reaper(grace)
         self.reaper.start()  # before any task: what a task starts is covered from its fork on
+        self.supervisor = Supervisor(grace)  # commands run under it (a subreaper per command)
+        self.supervisor.start()
         self._own_dir = OutputDir.create() if output_dir is None else None  # also sweeps dead kernels' folders
         self.output_dir = Path(output_dir) if output_dir is not None else self._own_dir.path
         if self._own_dir is not None:
@@ -592,6 +595,7 @@ class Executor:
             sid = ctx.sid
             if sid:
                 kill_tree_now(sid, kill_grace)
+        self.supervisor.close()
         self.reaper.close()
         self.timers.close()
         self.backend.shutdown()
