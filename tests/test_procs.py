@@ -152,6 +152,25 @@ def test_a_killed_supervisor_costs_running_commands_nothing_and_is_replaced(sup,
     assert sup.pid != first
 
 
+LINGERING_PARENT = (  # a daemon whose parent ignores SIGTERM and lingers: it is handed on only when that one dies
+    f"{PY} -c 'import os, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nos.setsid()\n"
+    "if os.fork(): time.sleep(300)\n"
+    "open(os.environ[\"F\"], \"a\").write(f\"{os.getpid()}\\n\"); time.sleep(300)' &")
+
+
+def test_a_killed_shims_orphans_are_ended_also_when_handed_over_late(sup, tmp_path):
+    f = tmp_path / "pids"
+    p = sup.spawn(["bash", "-c", f"export F={f}\n{LINGERING_PARENT}\necho $$ > $F.shell\nsleep 300"],
+                  env=dict(os.environ))
+    escaped, shell = started(f)
+    parent = proc_info(escaped).ppid
+    os.kill(p.shim_pid, signal.SIGKILL)
+    assert p.wait(10) == -signal.SIGKILL
+    p.close()
+    all_gone([escaped, parent, shell], GRACE + 5)
+
+
 def test_a_killed_shim_ends_its_command_and_what_escaped(sup, tmp_path):
     cmd, f = escaping("double-fork-daemon", tmp_path, then="sleep 300")
     p = sup.spawn(["bash", "-c", cmd], env=dict(os.environ))

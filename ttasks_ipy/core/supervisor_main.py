@@ -211,9 +211,7 @@ class Shim:
 
     def _end(self, pid: int, grace: float, deadline: float | None) -> float | None:
         """Begin ending the tree (SIGTERM to all below); returns the SIGKILL deadline (an earlier one stands)."""
-        try:
-            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # looks, reaps nothing
-        except ChildProcessError:
+        if not has_children():
             return deadline  # no child, so nothing below: nothing to end
         new = time.monotonic() + max(grace, 0.0)
         if deadline is None:
@@ -279,7 +277,7 @@ def main(argv: list[str]) -> int:
                 shims.add(pid)
             for fd in fds:
                 os.close(fd)
-        lost_shim = False
+        rescan = False  # orphans may have come to us: below a killed shim, or below an orphan that ended
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -289,12 +287,21 @@ def main(argv: list[str]) -> int:
                 break
             if pid in shims:
                 shims.discard(pid)
-                lost_shim = lost_shim or os.WIFSIGNALED(status)
-            adopted.pop(pid, None)
-        if lost_shim or adopted:
+                rescan = rescan or os.WIFSIGNALED(status)
+            elif adopted.pop(pid, None) is not None:
+                rescan = True
+        if rescan or adopted or closing_until is not None:
             end_orphans(me, shims, adopted, grace)
-        if closing_until is not None and (not shims and not adopted or time.monotonic() > closing_until):
+        if closing_until is not None and (not has_children() or time.monotonic() > closing_until):
             return 0
+
+
+def has_children() -> bool:
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)  # looks, reaps nothing
+        return True
+    except ChildProcessError:
+        return False
 
 
 def end_orphans(me: int, shims: set[int], adopted: dict[int, float], grace: float) -> None:
