@@ -207,15 +207,17 @@ def test_unload_removes_everything():
 @pytest.mark.parametrize("how", ["shutdown", "sigkill"])
 def test_kernel_exit_leaves_no_orphan(how):
     k = start_kernel()
-    k.run("a = %bg --quiet !trap '' TERM; sleep 300 & sleep 300\nb = %bg --quiet !sleep 300")
-    pids = [int(k.value(f"import time\nwhile {h}.pid is None: time.sleep(0.01)\n{h}.pid")) for h in "ab"]
-    if how == "sigkill":
-        os.kill(k.pid, signal.SIGKILL)
-        k.kc.stop_channels()
-    else:
-        stop_kernel(k)
-    for pid in pids:
-        no_process_left(pid, 2.0 + 5)
+    try:
+        k.run("a = %bg --quiet !trap '' TERM; sleep 300 & sleep 300\nb = %bg --quiet !sleep 300")
+        pids = [int(k.value(f"import time\nwhile {h}.pid is None: time.sleep(0.01)\n{h}.pid")) for h in "ab"]
+        if how == "sigkill":
+            os.kill(k.pid, signal.SIGKILL)
+        else:
+            stop_kernel(k)
+        for pid in pids:
+            no_process_left(pid, 2.0 + 5)
+    finally:
+        stop_kernel(k)  # after a SIGKILL too: the manager's sockets and context must close, or exit hangs
 
 
 def test_interrupt_does_not_reach_tasks(fresh_kernel):

@@ -16,8 +16,8 @@ ALLOWED = {
     "kernel": {"kernel", "syntax", "views", "core"},
 }
 FORBIDDEN_IN_CORE = ("IPython", "ipykernel", "ipywidgets")
-#: public methods of named tuples, despite the underscore
-NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+#: public API despite the underscore: named tuples' methods, os._exit
+PUBLIC_UNDERSCORED = {"_replace", "_asdict", "_fields", "_make", "_exit"}
 
 
 def _modules() -> list[Path]:
@@ -78,7 +78,7 @@ def test_no_private_names_of_other_modules(path: Path) -> None:
             owner = node.value
             if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
                 continue
-            if node.attr in NAMEDTUPLE_API:
+            if node.attr in PUBLIC_UNDERSCORED:
                 continue
             # another object's private attribute: allowed only for names this module defines itself
             assert _defined_here(tree, node.attr), (

@@ -20,8 +20,6 @@ import collections
 import itertools
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -34,11 +32,13 @@ from .backends.base import Backend, Job, JobEvents, JobHandle
 from .backends.thread import ThreadBackend
 from .errors import CommandFailed, QueueFull, SpecError, TaskCancelled, WaitTimeout
 from .events import EventBus, EventKind, TaskEvent
+from .outdir import OutputDir
 from .output import TaskOutput
 from .reaper import Reaper
 from .secrets import redact
 from .spec import TaskSpec
 from .states import TaskState
+from .supervisor import Supervisor
 from .task import Task, check_not_inside_task
 from .timers import Timer, Timers
 
@@ -136,14 +136,19 @@ class Executor:
         self.timers = Timers()
         self.reaper = Reaper(grace)
         self._grace = grace
+        self.reaper.start()  # before any task: what a task starts is covered from its fork on
+        self.supervisor = Supervisor(grace)  # commands run under it (a subreaper per command)
+        self.supervisor.start()
         self._backends: dict[str, Backend] = {"thread": ThreadBackend()}
         if backend is not None:  # the default backend for specs that say 'thread'
             self._backends["thread"] = backend
             self._backends[backend.name] = backend
         for b in backends:
             self._backends[b.name] = b
-        self._own_dir = output_dir is None
-        self.output_dir = Path(output_dir or tempfile.mkdtemp(prefix="ttasks-"))
+        self._own_dir = OutputDir.create() if output_dir is None else None  # also sweeps dead kernels' folders
+        self.output_dir = Path(output_dir) if output_dir is not None else self._own_dir.path
+        if self._own_dir is not None:
+            self.reaper.remove_on_exit(self.output_dir)  # if the kernel is killed
         os.chmod(self.output_dir, 0o700)
         self._dir = str(self.output_dir)
         self._lock = threading.Lock()
@@ -703,11 +708,12 @@ class Executor:
                 b.shutdown()
             except Exception:
                 log.exception("shutting down backend %s failed", b.name)
+        self.supervisor.close()
         self.reaper.close()
         self.timers.close()
         self.bus.close()
-        if self._own_dir:
-            shutil.rmtree(self.output_dir, ignore_errors=True)
+        if self._own_dir is not None:
+            self._own_dir.remove_async()  # renamed aside now, removed by a detached process
 
     def _publish(self, ev: TaskEvent | None) -> None:
         if ev is not None:

@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import Callable
 
+from .proctable import session_members, signal_tree, tree_alive
 from .timers import Timers
 
 log = logging.getLogger("ttasks_ipy")
@@ -26,48 +27,7 @@ def describe_exit(returncode: int) -> str:
     return f"exit status {returncode}"
 
 
-def session_members(sid: int) -> list[int]:
-    """Live (not zombie) processes whose session id is ``sid``."""
-    members = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return members
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # fields after the command name, which is in parentheses and may hold spaces
-        rest = stat[stat.rfind(b")") + 2:].split()
-        if len(rest) > 3 and rest[0] != b"Z" and int(rest[3]) == sid:
-            members.append(int(entry))
-    return members
-
-
-def signal_tree(sid: int, sig: int) -> bool:
-    """Send ``sig`` to the process group ``sid`` and any session member outside it; True if any was alive."""
-    alive = False
-    try:
-        os.killpg(sid, sig)
-        alive = True
-    except (ProcessLookupError, PermissionError):
-        pass
-    for pid in session_members(sid):
-        alive = True
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return alive
-
-
-def tree_alive(sid: int) -> bool:
-    """Whether any live process remains in session ``sid``."""
-    return bool(session_members(sid))
+__all__ = ["describe_exit", "kill_tree_now", "session_members", "signal_tree", "terminate_tree", "tree_alive"]
 
 
 def terminate_tree(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import subprocess
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,9 +19,9 @@ from typing import Any
 from ..context import TaskContext
 from ..errors import CommandFailed, TaskCancelled
 from ..output import PipeDecoder, TaskOutput
-from ..procs import describe_exit, terminate_tree
+from ..procs import describe_exit
 from ..spec import Runner
-from ..timers import Timers
+from ..supervisor import ContainedProcess, Supervisor
 
 #: how long to keep reading the pipes after the shell exited
 DRAIN_SECONDS = 0.25
@@ -127,35 +126,24 @@ class BashRunner(Runner):
 
     def run(self, ctx: TaskContext) -> CommandResult:
         services = ctx.services
-        timers = services.timers if services is not None else Timers("ttasks-command")
-        reaper = services.reaper if services is not None else None
+        supervisor = services.supervisor if services is not None else _local_supervisor()
         grace = self.grace if self.grace is not None else (services.grace if services is not None else 2.0)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        if services is not None:
+            env = services.reaper.mark(env)  # the reaper ends it if the kernel dies, from its fork on
         started = time.monotonic()
         ctx.check()
-        proc = subprocess.Popen(
-            [self.shell, "-c", self.command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=self.cwd,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-        if reaper is not None:
-            reaper.register(proc.pid)
+        # under a subreaper of its own: what leaves the session is still ended with it
+        proc = supervisor.spawn([self.shell, "-c", self.command], env=env, cwd=self.cwd, grace=grace)
         ctx.placed(proc.pid)
         # from here a cancel ends the tree (at once if it came while the process started)
-        unregister = ctx.on_cancel(lambda: terminate_tree(proc.pid, grace, timers))
+        unregister = ctx.on_cancel(lambda: proc.terminate(grace))
         kept: dict[str, list[str]] | None = None if ctx.store is not None else {"stdout": [], "stderr": []}
         try:
             _pump(proc, ctx.output if kept is None else _collecting(ctx.output, kept))
         finally:
             unregister()
-            # end whatever the command left behind (a backgrounded grandchild)
-            on_gone = (lambda: reaper.forget(proc.pid)) if reaper is not None else None
-            terminate_tree(proc.pid, grace, timers, on_gone)
+            proc.close()  # ends whatever the command left behind (a backgrounded grandchild), after the grace
         duration = time.monotonic() - started
         if kept is None:
             result = CommandResult(self.command, returncode=proc.returncode, duration=duration, source=ctx.store)
@@ -177,7 +165,19 @@ def _collecting(emit: Callable[[str, str], None], kept: dict[str, list[str]]) ->
     return both
 
 
-def _pump(proc: subprocess.Popen[bytes], emit: Callable[[str, str], None]) -> None:
+_supervisor: Supervisor | None = None
+
+
+def _local_supervisor() -> Supervisor:
+    """A supervisor for commands run where no engine lends one (a worker process, a script)."""
+    global _supervisor
+    if _supervisor is None:
+        _supervisor = Supervisor(2.0)
+        _supervisor.start()
+    return _supervisor
+
+
+def _pump(proc: ContainedProcess, emit: Callable[[str, str], None]) -> None:
     """Read both pipes until the shell exits (and a short drain after), reaping it."""
     sel = selectors.DefaultSelector()
     decoders = PipeDecoder(emit)
@@ -185,18 +185,15 @@ def _pump(proc: subprocess.Popen[bytes], emit: Callable[[str, str], None]) -> No
         assert pipe is not None
         os.set_blocking(pipe.fileno(), False)
         sel.register(pipe, selectors.EVENT_READ, stream)
-    pidfd = None
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-        sel.register(pidfd, selectors.EVENT_READ, "exit")
-    except (AttributeError, OSError):
-        pass
+    sel.register(proc, selectors.EVENT_READ, "exit")  # readable when the exit status comes
     open_pipes = 2
     drain_until = None
     try:
         while open_pipes:
+            if drain_until is None and proc.poll() is not None:  # before blocking: the exit may be known already
+                drain_until = time.monotonic() + DRAIN_SECONDS
             if drain_until is None:
-                timeout = None if pidfd is not None else 0.05
+                timeout = None
             else:
                 timeout = drain_until - time.monotonic()
                 if timeout <= 0:
@@ -204,17 +201,14 @@ def _pump(proc: subprocess.Popen[bytes], emit: Callable[[str, str], None]) -> No
             events = sel.select(timeout)
             for key, _ in events:
                 if key.data == "exit":
-                    sel.unregister(key.fileobj)
+                    if proc.poll() is not None:
+                        sel.unregister(key.fileobj)
                     continue
                 if not decoders.read_ready(sel, key):
                     open_pipes -= 1
-            if drain_until is None and proc.poll() is not None:
-                drain_until = time.monotonic() + DRAIN_SECONDS
         decoders.finish()
     finally:
         sel.close()
-        if pidfd is not None:
-            os.close(pidfd)
         if proc.stdout:
             proc.stdout.close()
         if proc.stderr:
