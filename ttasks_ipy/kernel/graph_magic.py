@@ -23,6 +23,7 @@ from ..core.errors import QueueFull, SpecError, TaskError
 from ..core.graph import GraphNode, GraphRun, check_name
 from ..core.task import Task
 from ..syntax import numbers
+from ..syntax.comments import strip_comment
 from ..syntax.graph import compile_graph
 from .dispatch import Dispatch
 
@@ -54,7 +55,7 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     Raises ``UsageError`` (one line) for any bad input, before anything starts.
     """
     try:
-        tokens = shlex.split(line)
+        tokens = shlex.split(strip_comment(line))
     except ValueError as e:
         raise UsageError(f"%%bgraph: cannot read the first line: {e}") from None
     if not tokens:

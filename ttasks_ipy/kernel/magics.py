@@ -21,6 +21,7 @@ from ..core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTime
 from ..core.errors import QueueFull, TaskError
 from ..core.graph import GraphRun
 from ..syntax import numbers
+from ..syntax.comments import strip_comment
 from ..syntax.expand import expand_shell, expand_text, split_options
 from ..views import text
 from ..views.facts import NO_FACTS
@@ -119,7 +120,9 @@ class BgMagics(Magics):
         """
         try:
             if cell is None and line.strip().split(None, 1)[:1] and line.split()[0] in ACTIONS:
-                return self._action(line)
+                return self._action(strip_comment(line))
+            if cell is not None:
+                line = strip_comment(line)  # the first line takes options only: a trailing # is a comment
             return self._dispatch(line, cell)
         except UsageError:
             raise
