@@ -121,3 +121,59 @@ def test_readme_reference_loop_binds_at_dispatch(ck):
     ck.run(f"{loop.group(1)}:\n    {loop.group(2)}")
     ck.run("%bg --wait all --timeout 30")
     assert ck.value("r0, r1, r2, r3") == "(0, 10, 20, 30)"
+
+
+# ---- 2. help -------------------------------------------------------------
+
+def _help(k, code: str) -> str:
+    """What IPython's help shows for ``code`` (sent as a pager payload of the reply, or printed)."""
+    k.drain_idle(0)
+    printed: list[str] = []
+
+    def hook(msg):
+        if msg["msg_type"] == "stream":
+            printed.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            printed.append("<<error>> " + msg["content"]["evalue"])
+
+    reply = k.kc.execute_interactive(code, timeout=30, output_hook=hook)
+    pages = [p["data"]["text/plain"] for p in reply["content"].get("payload", []) if p.get("source") == "page"]
+    return "\n".join(pages + printed)
+
+
+@pytest.mark.parametrize("code", ["%bg?", "%%bg?"])
+def test_bg_help_names_every_option_and_action(ck, code):
+    from ttasks_ipy.kernel.magics import ACTION_OPTIONS, DISPATCH_OPTIONS
+
+    shown = _help(ck, code)
+    assert "<<error>>" not in shown and "%bg [OPTIONS] [--] BODY" in shown
+    for flags, _ in DISPATCH_OPTIONS:
+        for flag in flags:
+            assert re.search(rf"(^|[\s,]){re.escape(flag)}\b", shown), flag
+    for flag, *_ in ACTION_OPTIONS:
+        assert flag in shown
+    assert "--tail N" in shown and "%%bg" in shown
+
+
+def test_bg_double_question_mark_reaches_ipython_help(ck):
+    count = "len(__import__('ttasks_ipy').kernel.session().tasks())"
+    before = ck.value(count)
+    shown = _help(ck, "%bg??")  # IPython's convention: ?? shows the source
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    assert "<<error>>" not in shown and "def bg(" in shown
+    assert ck.value(count) == before  # nothing was dispatched
+
+
+def test_bgraph_help_names_its_options_and_line_grammar(ck):
+    from ttasks_ipy.kernel.graph_magic import GRAPH_OPTIONS
+
+    shown = _help(ck, "%%bgraph?")
+    assert "%%bgraph NAME" in shown and "after DEP" in shown and "finally" in shown
+    assert "parse the cell" not in shown  # the user's help, not the module's docstring
+    for flag, _ in GRAPH_OPTIONS:
+        assert flag in shown
+
+
+def test_a_prompt_ending_in_a_question_mark_is_still_a_prompt(ck):
+    ck.run("q = %bg -n q1 -o qa ?Is this a question?\n%bg --wait q1 --timeout 20")
+    assert ck.value("qa") == "'Echo: Is this a question?'"

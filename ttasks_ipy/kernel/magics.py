@@ -41,30 +41,32 @@ def _count(label: str, *, low: int = 0) -> Any:
     return numbers.arg_type(lambda s: numbers.count(label, s, low=low))
 
 
-#: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords)
+#: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords); the help text is made from this list
 DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("-n", "--name"), {"help": "name the task (an identifier); unique among active tasks"}),
-    (("-o", "--out"), {"help": "deliver the expression's value (or a command's result) into VAR"}),
-    (("--timeout",), {"type": _seconds("--timeout"), "help": "fail the task after S seconds"}),
-    (("--retries",), {"type": _count("--retries"), "default": 0,
+    (("-n", "--name"), {"metavar": "NAME", "help": "name the task (an identifier); unique among active tasks"}),
+    (("-o", "--out"), {"metavar": "VAR",
+                       "help": "deliver the expression's value (or a command's result) into VAR"}),
+    (("--timeout",), {"type": _seconds("--timeout"), "metavar": "S", "help": "fail the task after S seconds"}),
+    (("--retries",), {"type": _count("--retries"), "default": 0, "metavar": "N",
                       "help": "run again up to N times after failing"}),
-    (("--backoff",), {"type": _seconds("--backoff", allow_zero=True), "default": 1.0,
+    (("--backoff",), {"type": _seconds("--backoff", allow_zero=True), "default": 1.0, "metavar": "S",
                       "help": "seconds before the first retry (doubles)"}),
-    (("--stall",), {"type": _seconds("--stall"), "help": "mark the task stalled after S seconds without output"}),
+    (("--stall",), {"type": _seconds("--stall"), "metavar": "S",
+                    "help": "mark the task stalled after S seconds without output"}),
     (("--service",), {"action": "store_true", "help": "a long-running command: own limit, no stall detection"}),
     (("--ready",), {"metavar": "PATTERN", "help": "with --service: regex of the output line that means ready"}),
     (("--env",), {"action": "append", "default": [], "metavar": "NAME=expr",
-                  "help": "environment variable for a command"}),
+                  "help": "environment variable for a command (repeatable)"}),
     (("--cwd",), {"metavar": "DIR", "help": "working directory for a command"}),
     (("--after",), {"metavar": "NAMES", "help": "wait for these tasks (comma-separated) to succeed first"}),
     (("--replace",), {"action": "store_true", "help": "cancel an active task of the same name"}),
     (("--quiet",), {"action": "store_true", "help": "show nothing when dispatching"}),
     (("--process",), {"action": "store_true", "help": "run Python in a worker process"}),
     (("--prompt",), {"action": "store_true", "help": "the body is an LLM prompt"}),
-    (("--model",), {"help": "model for a prompt"}),
-    (("--system",), {"help": "system prompt for a prompt"}),
+    (("--model",), {"metavar": "MODEL", "help": "model for a prompt"}),
+    (("--system",), {"metavar": "TEXT", "help": "system prompt for a prompt"}),
     (("--bash",), {"action": "store_true", "help": "(%%bg) the cell is a bash script"}),
-    (("--names",), {"help": "(%%bg) deliver only these names (comma-separated)"}),
+    (("--names",), {"metavar": "NAMES", "help": "(%%bg) deliver only these names (comma-separated)"}),
 ]
 #: option -> whether it takes a value (for splitting the leading options off a line)
 TAKES_VALUE = {flag: kw.get("action") != "store_true" for flags, kw in DISPATCH_OPTIONS for flag in flags}
@@ -80,17 +82,62 @@ def dispatch_options(fn: Any) -> Any:
     return fn
 
 
+#: the actions of ``%bg``: (flag, what follows it, argparse keywords, help)
+ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("--list", "", {"action": "store_true"}, "id, name, kind, status, elapsed and reason of every task"),
+    ("--cancel", "NAME|ID ... | all", {"nargs": "*"},
+     "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
+    ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
+     "wait (bounded by --timeout S); no names: every active task"),
+    ("--log", "NAME", {"nargs": 1}, "the task's output and traceback"),
+    ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
+]
+#: options that go with an action: (flag, argparse keywords, help)
+ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
+    ("--timeout", {"type": _seconds("--timeout"), "metavar": "S"}, "with --wait: give up waiting after S seconds"),
+    ("--tail", {"type": _count("--tail"), "metavar": "N"}, "with --log: show the last N lines"),
+]
+
+
 def _action_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%bg", allow_abbrev=False, add_help=False)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--list", action="store_true")
-    g.add_argument("--cancel", nargs="*")
-    g.add_argument("--wait", nargs="*")
-    g.add_argument("--log", nargs=1)
-    g.add_argument("--dashboard", action="store_true")
-    p.add_argument("--timeout", type=_seconds("--timeout"))
-    p.add_argument("--tail", type=_count("--tail"))
+    for flag, _, kw, _help in ACTION_OPTIONS:
+        g.add_argument(flag, **kw)
+    for flag, kw, _help in ACTION_MODIFIERS:
+        p.add_argument(flag, **kw)
     return p
+
+
+def help_text() -> str:
+    """What ``%bg?`` shows: the grammar, then every option and action (made from the tables above)."""
+
+    def rows(items: list[tuple[str, str]]) -> list[str]:
+        width = max(len(left) for left, _ in items)
+        return [f"  {left.ljust(width)}  {right}" for left, right in items]
+
+    options = []
+    for flags, kw in DISPATCH_OPTIONS:
+        value = "" if kw.get("action") == "store_true" else f" {kw.get('metavar', flags[-1].lstrip('-').upper())}"
+        options.append((", ".join(flags) + value, kw["help"]))
+    actions = [(f"{flag} {after}".rstrip(), h) for flag, after, _, h in ACTION_OPTIONS]
+    actions += [(f"{flag} {kw['metavar']}", h) for flag, kw, h in ACTION_MODIFIERS]
+    return "\n".join([
+        "Run a bash command, a Python statement or an LLM prompt in the background.",
+        "",
+        "  %bg [OPTIONS] [--] BODY     returns the task's handle at once (h = %bg ...)",
+        "  %%bg [OPTIONS]              the whole cell runs in the background",
+        "",
+        "BODY is the rest of the line exactly as typed: !COMMAND is bash, ?TEXT an LLM prompt,",
+        "anything else Python. Only the leading -... tokens are options; -- ends them.",
+        "The result arrives in the namespace at the next idle moment, with a one-line notice.",
+        "",
+        "Options:",
+        *rows(options),
+        "",
+        "Actions (alone on the line, with names instead of a body; a trailing # starts a comment):",
+        *rows(actions),
+    ]) + "\n"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,13 +158,7 @@ class BgMagics(Magics):
     @dispatch_options
     @line_cell_magic
     def bg(self, line: str, cell: str | None = None) -> Any:
-        """Run a bash command (``!cmd``), a Python statement, or a prompt (``?text``) in the background.
-
-        ``%bg [OPTIONS] [--] BODY`` returns at once with the task's handle; the
-        result arrives in the namespace at the next idle moment, with a notice.
-        Actions: ``%bg --list``, ``--cancel NAME|ID|all``, ``--wait [NAME...|all|any] [--timeout S]``,
-        ``--log NAME [--tail N]``, ``--dashboard``.
-        """
+        """Replaced by ``help_text()`` below (what ``%bg?`` shows)."""
         try:
             if cell is None and line.strip().split(None, 1)[:1] and line.split()[0] in ACTIONS:
                 return self._action(strip_comment(line))
@@ -429,4 +470,6 @@ class BgMagics(Magics):
         return None
 
 
-__all__ = ["BgMagics", "SpecError"]
+BgMagics.bg.__doc__ = help_text()
+
+__all__ = ["ACTION_OPTIONS", "DISPATCH_OPTIONS", "BgMagics", "SpecError", "help_text"]
