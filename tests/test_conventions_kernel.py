@@ -177,3 +177,44 @@ def test_bgraph_help_names_its_options_and_line_grammar(ck):
 def test_a_prompt_ending_in_a_question_mark_is_still_a_prompt(ck):
     ck.run("q = %bg -n q1 -o qa ?Is this a question?\n%bg --wait q1 --timeout 20")
     assert ck.value("qa") == "'Echo: Is this a question?'"
+
+
+# ---- 3. options that do not apply are refused ------------------------------
+
+def _usage_error(k, code: str) -> str:
+    r = k.run(code)  # IPython prints a UsageError as one line on stderr, without a traceback
+    assert r.stderr.startswith("UsageError: "), f"{code!r} was accepted: {r.all_text}"
+    assert r.stderr.count("\n") == 1, r.stderr
+    return r.stderr
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("%bg --process !echo hi", ["--process", "Python"]),
+        ("%%bg --bash --process\necho hi", ["--process", "Python"]),
+        ("%bg --model m !echo hi", ["--model", "prompt"]),
+        ("%bg --system 'be brief' 1 + 1", ["--system", "prompt"]),
+        ("%%bg --model m\nx = 1", ["--model", "prompt"]),
+        ('%bg --after "" !echo hi', ["--after", "NAME"]),
+        ("%bg --after , !echo hi", ["--after", "NAME"]),
+        ("%bg --timeout 1 --timeout 2 !echo hi", ["--timeout", "twice", "1 and 2"]),
+        ("%bg -n a --name b !echo hi", ["--name", "twice"]),
+        ("%bg --quiet --quiet 1", ["--quiet", "twice"]),
+        ("%%bg --timeout=1 --timeout 2\nx = 1", ["--timeout", "twice"]),
+        ("%bg --wait a --timeout 1 --timeout 2", ["--timeout", "twice"]),
+        ("%bg --log a --tail 1 --tail 2", ["--tail", "twice"]),
+    ],
+)
+def test_options_that_do_not_apply_are_refused(ck, code, words):
+    count = "len(__import__('ttasks_ipy').kernel.session().tasks())"
+    before = ck.value(count)
+    msg = _usage_error(ck, code)
+    for w in words:
+        assert w in msg, msg
+    assert ck.value(count) == before  # nothing was dispatched
+
+
+def test_repeatable_and_fitting_options_still_work(ck):
+    ck.run("%bg -n envs -o er --env A=1 --env B=2 !echo $$A$$B\n%bg --wait envs --timeout 10")
+    assert ck.value("er.output") == "'12\\n'"

@@ -140,6 +140,44 @@ def help_text() -> str:
     ]) + "\n"
 
 
+#: options that may be given more than once
+REPEATABLE = frozenset(flag for flags, kw in DISPATCH_OPTIONS if kw.get("action") == "append" for flag in flags)
+
+
+def _refuse_repeats(tokens: list[str], magic: str) -> None:
+    """One ``UsageError`` when an option appears twice among ``tokens`` (argparse keeps the last one silently)."""
+    aliases = {flag: flags[-1] for flags, _ in DISPATCH_OPTIONS for flag in flags}
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        flag, eq, value = token.partition("=")
+        takes = TAKES_VALUE.get(flag) or flag in ("--timeout", "--tail")
+        if takes and not eq and i + 1 < len(tokens):
+            i += 1
+            value = tokens[i]
+        i += 1
+        if not flag.startswith("-") or flag in REPEATABLE:
+            continue
+        key = aliases.get(flag, flag)
+        if key in seen:
+            both = f" ({seen[key]} and {value})" if takes else ""
+            raise UsageError(f"{magic}: {flag} is given twice{both}: give it once")
+        seen[key] = value
+
+
+def _refuse_misplaced(args: argparse.Namespace, kind: str) -> None:
+    """One ``UsageError`` for an option that does nothing for a task of ``kind`` ('bash', 'python', 'prompt')."""
+    if args.process and kind == "bash":
+        raise UsageError("%bg: --process goes with Python (a command already runs in its own process): drop it")
+    for opt, value in (("--model", args.model), ("--system", args.system)):
+        if value is not None and kind != "prompt":
+            what = {"bash": "a command", "python": "Python"}.get(kind, kind)
+            raise UsageError(f"%bg: {opt} goes with a prompt (?TEXT, --prompt or %%bg --prompt), not with {what}")
+    if args.after is not None and not [k for k in args.after.split(",") if k.strip()]:
+        raise UsageError("%bg: --after needs task names (--after NAME[,NAME]); drop it to start at once")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         raise UsageError(f"%bg: {numbers.argparse_message(message)}")
@@ -164,6 +202,7 @@ class BgMagics(Magics):
                 return self._action(strip_comment(line))
             if cell is not None:
                 line = strip_comment(line)  # the first line takes options only: a trailing # is a comment
+            _refuse_repeats(split_options(line, TAKES_VALUE.get)[0], "%%bg" if cell is not None else "%bg")
             return self._dispatch(line, cell)
         except UsageError:
             raise
@@ -290,6 +329,7 @@ class BgMagics(Magics):
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
         if args.ready and not args.service:
             raise UsageError("%bg: --ready goes with --service")
+        _refuse_misplaced(args, runner.kind)
         return TaskSpec(
             runner,
             name=name,
@@ -359,6 +399,7 @@ class BgMagics(Magics):
             tokens = shlex.split(line)
         except ValueError as e:
             raise UsageError(f"%bg: {e}") from None
+        _refuse_repeats(tokens, "%bg")
         try:
             a = self._actions.parse_args(tokens)
         except UsageError as e:
