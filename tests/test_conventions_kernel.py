@@ -218,3 +218,24 @@ def test_options_that_do_not_apply_are_refused(ck, code, words):
 def test_repeatable_and_fitting_options_still_work(ck):
     ck.run("%bg -n envs -o er --env A=1 --env B=2 !echo $$A$$B\n%bg --wait envs --timeout 10")
     assert ck.value("er.output") == "'12\\n'"
+
+
+# ---- 4. waiting ---------------------------------------------------------------
+
+def test_wait_says_how_each_task_ended_failures_and_timeouts_included(ck):
+    r = ck.run("%bg -n oops z = 1 / 0\n%bg -n too_slow --timeout 0.5 !sleep 5\n%bg --wait oops too_slow --timeout 30")
+    assert "✗ oops failed" in r.stdout and "ZeroDivisionError" in r.stdout
+    assert "✗ too_slow failed" in r.stdout and "timed out" in r.stdout.lower()
+    assert r.stdout.count("\n") == 2  # one line each
+
+
+def test_wait_for_everything_leaves_services_alone(ck):
+    ck.run("%bg --wait all --timeout 30")
+    ck.run("%bg -n svc --service !sleep 60")
+    r = ck.run("%bg -n quick -o qv !sleep 0.3\n%bg --wait --timeout 20", timeout=30)
+    assert "quick finished" in r.stdout and r.duration < 10
+    r = ck.run("%bg --wait --timeout 20", timeout=30)
+    assert r.stdout.startswith("[bg] nothing to wait for") and "services" in r.stdout and r.duration < 10
+    ck.run("%bg --cancel svc")
+    r = ck.run("%bg --wait all")
+    assert r.stdout.strip() == "[bg] nothing to wait for"

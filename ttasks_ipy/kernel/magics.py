@@ -88,7 +88,7 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("--cancel", "NAME|ID ... | all", {"nargs": "*"},
      "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
     ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
-     "wait (bounded by --timeout S); no names: every active task"),
+     "wait (bounded by --timeout S) and say how each ended; no names: every active task but services"),
     ("--log", "NAME", {"nargs": 1}, "the task's output and traceback"),
     ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
 ]
@@ -466,20 +466,22 @@ class BgMagics(Magics):
 
     def _wait(self, keys: list[str], timeout: float | None) -> None:
         mode = "all"
-        if keys in ([], ["all"]):
-            tasks = self.session.executor.active()
+        if keys in ([], ["all"]):  # a service never ends on its own: waiting for all means tasks
+            tasks = [t for t in self.session.executor.active() if not t.spec.service]
         elif keys == ["any"]:
-            tasks, mode = self.session.executor.active(), "any"
+            tasks, mode = [t for t in self.session.executor.active() if not t.spec.service], "any"
         else:
             tasks = [self._find(k) for k in keys]
         graphs = [t for t in tasks if isinstance(t, GraphRun)]
         tasks = [t for t in tasks if not isinstance(t, GraphRun)]
+        self.session.printed_now.clear()
         if not tasks and not graphs:
-            if mode == "all":  # nothing runs: hand over what already finished
-                self.session.delivery.drain(at_boundary=True)
+            handed = self.session.delivery.drain(at_boundary=True) if mode == "all" else []
+            self._answer(handed)  # nothing runs: what already finished is handed over, and said
+            if not handed:
+                print("[bg] nothing to wait for" + (" (services run until cancelled)" if self._services() else ""))
             return None
         started = time.monotonic()
-        self.session.delivery.reported_now.clear()
         try:
             for g in graphs:
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
@@ -487,16 +489,10 @@ class BgMagics(Magics):
             done = self.session.wait(tasks, timeout=timeout, return_when=mode) if tasks else []
             if keys in ([], ["all"]) or graphs:
                 self.session.delivery.drain(at_boundary=True)
-            # a task delivered before the wait began still gets its line: the wait's answer
-            for t in done:
-                self.session.drop_pending(t)
-                d = self.session.dispatches.get(t)
-                if t.id not in self.session.delivery.reported_now and not (d and d.graph):
-                    print(text.notice(t, t.delivered, d.not_delivered if d else (),
-                                      d.facts() if d else NO_FACTS))
+            self._answer(done)
             for g in graphs:
                 self.session.drop_pending(g)
-                if id(g) not in self.session.delivery.reported_now:
+                if id(g) not in self.session.printed_now:
                     print(text.graph_notice(g))
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
@@ -504,6 +500,17 @@ class BgMagics(Magics):
             left = ", ".join(t.label for t in tasks if not t.done())
             print(f"[bg] wait interrupted after {time.monotonic() - started:.1f}s; still running: {left}")
         return None
+
+    def _answer(self, done: list[Task]) -> None:
+        """The wait's answer: one line per task it waited for, unless delivery just printed it."""
+        for t in done:
+            self.session.drop_pending(t)
+            d = self.session.dispatches.get(t)
+            if id(t) not in self.session.printed_now and not (d and d.graph):
+                print(text.notice(t, t.delivered, d.not_delivered if d else (), d.facts() if d else NO_FACTS))
+
+    def _services(self) -> list[Any]:
+        return [t for t in self.session.executor.active() if getattr(t.spec, "service", False)]
 
     def _dashboard(self) -> Any:
         if not self.session.display_dashboard():
