@@ -16,7 +16,7 @@ def protect_help_lines(lines: list[str]) -> list[str]:
     out = []
     for line in lines:
         m = _HELP_LINE.match(line)
-        if m:
+        if m and m.group(3).strip() not in ("?", "??"):  # `%bg?` alone asks IPython for the help
             indent, assign, rest = m.groups()
             line = f"{indent}{assign}get_ipython().run_line_magic('bg', {rest.strip()!r})\n"
         out.append(line)

@@ -23,6 +23,7 @@ from ..core.errors import QueueFull, SpecError, TaskError
 from ..core.graph import GraphNode, GraphRun, check_name
 from ..core.task import Task
 from ..syntax import numbers
+from ..syntax.comments import strip_comment
 from ..syntax.graph import compile_graph
 from .dispatch import Dispatch
 
@@ -34,18 +35,50 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"%%bgraph: {numbers.argparse_message(message)} (usage: {USAGE})")
 
 
+#: the options of the first line: (flag, argparse keywords); the help text is made from this list
+GRAPH_OPTIONS: list[tuple[str, dict[str, Any]]] = [
+    ("--timeout", {"type": numbers.arg_type(lambda s: numbers.seconds("--timeout", s)), "metavar": "S",
+                   "help": "stop the graph after S seconds"}),
+    ("--max-parallel", {"type": numbers.arg_type(lambda s: numbers.count("--max-parallel", s, low=1)),
+                        "metavar": "N", "help": "run at most N tasks at once"}),
+    ("--replace", {"action": "store_true", "help": "cancel a running graph of the same name"}),
+]
+
+
 def _parser() -> _Parser:
     p = _Parser(prog="%%bgraph", add_help=False, allow_abbrev=False)
     p.add_argument("name")
-    p.add_argument("--timeout", type=numbers.arg_type(lambda s: numbers.seconds("--timeout", s)),
-                   help="stop the graph after S seconds")
-    p.add_argument("--max-parallel", type=numbers.arg_type(lambda s: numbers.count("--max-parallel", s, low=1)),
-                   help="run at most N tasks at once")
-    p.add_argument("--replace", action="store_true", help="cancel a running graph of the same name")
+    for flag, kw in GRAPH_OPTIONS:
+        p.add_argument(flag, **kw)
     return p
 
 
 _PARSER = _parser()
+
+
+def help_text() -> str:
+    """What ``%%bgraph?`` shows: the first line, its options (from the parser) and the task lines."""
+    options = [(f"{flag} {kw['metavar']}" if "metavar" in kw else flag, kw["help"]) for flag, kw in GRAPH_OPTIONS]
+    width = max(len(left) for left, _ in options)
+    return "\n".join([
+        "Run a graph of tasks in the background; NAME is bound to its handle at once.",
+        "",
+        f"  {USAGE}",
+        "  NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY",
+        "  ...one task per line",
+        "",
+        "BODY is !COMMAND (bash), ?TEXT (an LLM prompt) or Python; deeper-indented lines continue it.",
+        "A task runs when its dependencies succeeded; when one fails its dependents are blocked.",
+        "finally tasks run once their dependencies are over, whatever happened.",
+        "In Python bodies upstream.DEP.value (.output, .status, .error) reads a dependency's result;",
+        "in one-line !/? bodies {upstream.DEP.output} is expanded when the task starts.",
+        "",
+        "Options of the first line (a trailing # starts a comment):",
+        *(f"  {left.ljust(width)}  {right}" for left, right in options),
+        "",
+        "The handle: NAME.ok, NAME.status, NAME.DEP, NAME.wait(timeout), NAME.cancel(), NAME.rerun();",
+        "%bg --wait/--cancel/--log NAME work too.",
+    ]) + "\n"
 
 
 def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> GraphRun:
@@ -54,7 +87,7 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     Raises ``UsageError`` (one line) for any bad input, before anything starts.
     """
     try:
-        tokens = shlex.split(line)
+        tokens = shlex.split(strip_comment(line))
     except ValueError as e:
         raise UsageError(f"%%bgraph: cannot read the first line: {e}") from None
     if not tokens:
@@ -128,7 +161,7 @@ def magic_for(session: Any) -> Callable[[str, str], None]:
         bgraph(session, line, cell, session.shell.user_ns)
 
     bgraph_magic.__name__ = "bgraph"
-    bgraph_magic.__doc__ = __doc__
+    bgraph_magic.__doc__ = help_text()
     return bgraph_magic
 
 
@@ -145,4 +178,4 @@ def find_in_graphs(user_ns: Mapping[str, Any], key: str) -> GraphRun | Task | No
     return None
 
 
-__all__ = ["USAGE", "bgraph", "find_in_graphs", "magic_for", "start_line"]
+__all__ = ["USAGE", "bgraph", "help_text", "find_in_graphs", "magic_for", "start_line"]

@@ -21,6 +21,7 @@ from ..core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTime
 from ..core.errors import QueueFull, TaskError
 from ..core.graph import GraphRun
 from ..syntax import numbers
+from ..syntax.comments import strip_comment
 from ..syntax.expand import expand_shell, expand_text, split_options
 from ..views import text
 from ..views.facts import NO_FACTS
@@ -40,30 +41,32 @@ def _count(label: str, *, low: int = 0) -> Any:
     return numbers.arg_type(lambda s: numbers.count(label, s, low=low))
 
 
-#: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords)
+#: the options of ``%bg`` and ``%%bg``: (flags, argparse keywords); the help text is made from this list
 DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
-    (("-n", "--name"), {"help": "name the task (an identifier); unique among active tasks"}),
-    (("-o", "--out"), {"help": "deliver the expression's value (or a command's result) into VAR"}),
-    (("--timeout",), {"type": _seconds("--timeout"), "help": "fail the task after S seconds"}),
-    (("--retries",), {"type": _count("--retries"), "default": 0,
+    (("-n", "--name"), {"metavar": "NAME", "help": "name the task (an identifier); unique among active tasks"}),
+    (("-o", "--out"), {"metavar": "VAR",
+                       "help": "deliver the expression's value (or a command's result) into VAR"}),
+    (("--timeout",), {"type": _seconds("--timeout"), "metavar": "S", "help": "fail the task after S seconds"}),
+    (("--retries",), {"type": _count("--retries"), "default": 0, "metavar": "N",
                       "help": "run again up to N times after failing"}),
-    (("--backoff",), {"type": _seconds("--backoff", allow_zero=True), "default": 1.0,
+    (("--backoff",), {"type": _seconds("--backoff", allow_zero=True), "default": 1.0, "metavar": "S",
                       "help": "seconds before the first retry (doubles)"}),
-    (("--stall",), {"type": _seconds("--stall"), "help": "mark the task stalled after S seconds without output"}),
+    (("--stall",), {"type": _seconds("--stall"), "metavar": "S",
+                    "help": "mark the task stalled after S seconds without output"}),
     (("--service",), {"action": "store_true", "help": "a long-running command: own limit, no stall detection"}),
     (("--ready",), {"metavar": "PATTERN", "help": "with --service: regex of the output line that means ready"}),
     (("--env",), {"action": "append", "default": [], "metavar": "NAME=expr",
-                  "help": "environment variable for a command"}),
+                  "help": "environment variable for a command (repeatable)"}),
     (("--cwd",), {"metavar": "DIR", "help": "working directory for a command"}),
     (("--after",), {"metavar": "NAMES", "help": "wait for these tasks (comma-separated) to succeed first"}),
     (("--replace",), {"action": "store_true", "help": "cancel an active task of the same name"}),
     (("--quiet",), {"action": "store_true", "help": "show nothing when dispatching"}),
     (("--process",), {"action": "store_true", "help": "run Python in a worker process"}),
     (("--prompt",), {"action": "store_true", "help": "the body is an LLM prompt"}),
-    (("--model",), {"help": "model for a prompt"}),
-    (("--system",), {"help": "system prompt for a prompt"}),
+    (("--model",), {"metavar": "MODEL", "help": "model for a prompt"}),
+    (("--system",), {"metavar": "TEXT", "help": "system prompt for a prompt"}),
     (("--bash",), {"action": "store_true", "help": "(%%bg) the cell is a bash script"}),
-    (("--names",), {"help": "(%%bg) deliver only these names (comma-separated)"}),
+    (("--names",), {"metavar": "NAMES", "help": "(%%bg) deliver only these names (comma-separated)"}),
 ]
 #: option -> whether it takes a value (for splitting the leading options off a line)
 TAKES_VALUE = {flag: kw.get("action") != "store_true" for flags, kw in DISPATCH_OPTIONS for flag in flags}
@@ -79,17 +82,100 @@ def dispatch_options(fn: Any) -> Any:
     return fn
 
 
+#: the actions of ``%bg``: (flag, what follows it, argparse keywords, help)
+ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("--list", "", {"action": "store_true"}, "id, name, kind, status, elapsed and reason of every task"),
+    ("--cancel", "NAME|ID ... | all", {"nargs": "*"},
+     "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
+    ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
+     "wait (bounded by --timeout S) and say how each ended; no names: every active task but services"),
+    ("--log", "NAME", {"nargs": 1}, "the task's output and traceback"),
+    ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
+]
+#: options that go with an action: (flag, argparse keywords, help)
+ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
+    ("--timeout", {"type": _seconds("--timeout"), "metavar": "S"}, "with --wait: give up waiting after S seconds"),
+    ("--tail", {"type": _count("--tail"), "metavar": "N"}, "with --log: show the last N lines"),
+]
+
+
 def _action_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%bg", allow_abbrev=False, add_help=False)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--list", action="store_true")
-    g.add_argument("--cancel", nargs="*")
-    g.add_argument("--wait", nargs="*")
-    g.add_argument("--log", nargs=1)
-    g.add_argument("--dashboard", action="store_true")
-    p.add_argument("--timeout", type=_seconds("--timeout"))
-    p.add_argument("--tail", type=_count("--tail"))
+    for flag, _, kw, _help in ACTION_OPTIONS:
+        g.add_argument(flag, **kw)
+    for flag, kw, _help in ACTION_MODIFIERS:
+        p.add_argument(flag, **kw)
     return p
+
+
+def help_text() -> str:
+    """What ``%bg?`` shows: the grammar, then every option and action (made from the tables above)."""
+
+    def rows(items: list[tuple[str, str]]) -> list[str]:
+        width = max(len(left) for left, _ in items)
+        return [f"  {left.ljust(width)}  {right}" for left, right in items]
+
+    options = []
+    for flags, kw in DISPATCH_OPTIONS:
+        value = "" if kw.get("action") == "store_true" else f" {kw.get('metavar', flags[-1].lstrip('-').upper())}"
+        options.append((", ".join(flags) + value, kw["help"]))
+    actions = [(f"{flag} {after}".rstrip(), h) for flag, after, _, h in ACTION_OPTIONS]
+    actions += [(f"{flag} {kw['metavar']}", h) for flag, kw, h in ACTION_MODIFIERS]
+    return "\n".join([
+        "Run a bash command, a Python statement or an LLM prompt in the background.",
+        "",
+        "  %bg [OPTIONS] [--] BODY     returns the task's handle at once (h = %bg ...)",
+        "  %%bg [OPTIONS]              the whole cell runs in the background",
+        "",
+        "BODY is the rest of the line exactly as typed: !COMMAND is bash, ?TEXT an LLM prompt,",
+        "anything else Python. Only the leading -... tokens are options; -- ends them.",
+        "The result arrives in the namespace at the next idle moment, with a one-line notice.",
+        "",
+        "Options:",
+        *rows(options),
+        "",
+        "Actions (alone on the line, with names instead of a body; a trailing # starts a comment):",
+        *rows(actions),
+    ]) + "\n"
+
+
+#: options that may be given more than once
+REPEATABLE = frozenset(flag for flags, kw in DISPATCH_OPTIONS if kw.get("action") == "append" for flag in flags)
+
+
+def _refuse_repeats(tokens: list[str], magic: str) -> None:
+    """One ``UsageError`` when an option appears twice among ``tokens`` (argparse keeps the last one silently)."""
+    aliases = {flag: flags[-1] for flags, _ in DISPATCH_OPTIONS for flag in flags}
+    seen: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        flag, eq, value = token.partition("=")
+        takes = TAKES_VALUE.get(flag) or flag in ("--timeout", "--tail")
+        if takes and not eq and i + 1 < len(tokens):
+            i += 1
+            value = tokens[i]
+        i += 1
+        if not flag.startswith("-") or flag in REPEATABLE:
+            continue
+        key = aliases.get(flag, flag)
+        if key in seen:
+            both = f" ({seen[key]} and {value})" if takes else ""
+            raise UsageError(f"{magic}: {flag} is given twice{both}: give it once")
+        seen[key] = value
+
+
+def _refuse_misplaced(args: argparse.Namespace, kind: str) -> None:
+    """One ``UsageError`` for an option that does nothing for a task of ``kind`` ('bash', 'python', 'prompt')."""
+    if args.process and kind == "bash":
+        raise UsageError("%bg: --process goes with Python (a command already runs in its own process): drop it")
+    for opt, value in (("--model", args.model), ("--system", args.system)):
+        if value is not None and kind != "prompt":
+            what = {"bash": "a command", "python": "Python"}.get(kind, kind)
+            raise UsageError(f"%bg: {opt} goes with a prompt (?TEXT, --prompt or %%bg --prompt), not with {what}")
+    if args.after is not None and not [k for k in args.after.split(",") if k.strip()]:
+        raise UsageError("%bg: --after needs task names (--after NAME[,NAME]); drop it to start at once")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,16 +196,13 @@ class BgMagics(Magics):
     @dispatch_options
     @line_cell_magic
     def bg(self, line: str, cell: str | None = None) -> Any:
-        """Run a bash command (``!cmd``), a Python statement, or a prompt (``?text``) in the background.
-
-        ``%bg [OPTIONS] [--] BODY`` returns at once with the task's handle; the
-        result arrives in the namespace at the next idle moment, with a notice.
-        Actions: ``%bg --list``, ``--cancel NAME|ID|all``, ``--wait [NAME...|all|any] [--timeout S]``,
-        ``--log NAME [--tail N]``, ``--dashboard``.
-        """
+        """Replaced by ``help_text()`` below (what ``%bg?`` shows)."""
         try:
             if cell is None and line.strip().split(None, 1)[:1] and line.split()[0] in ACTIONS:
-                return self._action(line)
+                return self._action(strip_comment(line))
+            if cell is not None:
+                line = strip_comment(line)  # the first line takes options only: a trailing # is a comment
+            _refuse_repeats(split_options(line, TAKES_VALUE.get)[0], "%%bg" if cell is not None else "%bg")
             return self._dispatch(line, cell)
         except UsageError:
             raise
@@ -246,6 +329,7 @@ class BgMagics(Magics):
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
         if args.ready and not args.service:
             raise UsageError("%bg: --ready goes with --service")
+        _refuse_misplaced(args, runner.kind)
         return TaskSpec(
             runner,
             name=name,
@@ -315,6 +399,7 @@ class BgMagics(Magics):
             tokens = shlex.split(line)
         except ValueError as e:
             raise UsageError(f"%bg: {e}") from None
+        _refuse_repeats(tokens, "%bg")
         try:
             a = self._actions.parse_args(tokens)
         except UsageError as e:
@@ -381,20 +466,22 @@ class BgMagics(Magics):
 
     def _wait(self, keys: list[str], timeout: float | None) -> None:
         mode = "all"
-        if keys in ([], ["all"]):
-            tasks = self.session.executor.active()
+        if keys in ([], ["all"]):  # a service never ends on its own: waiting for all means tasks
+            tasks = [t for t in self.session.executor.active() if not t.spec.service]
         elif keys == ["any"]:
-            tasks, mode = self.session.executor.active(), "any"
+            tasks, mode = [t for t in self.session.executor.active() if not t.spec.service], "any"
         else:
             tasks = [self._find(k) for k in keys]
         graphs = [t for t in tasks if isinstance(t, GraphRun)]
         tasks = [t for t in tasks if not isinstance(t, GraphRun)]
+        self.session.printed_now.clear()
         if not tasks and not graphs:
-            if mode == "all":  # nothing runs: hand over what already finished
-                self.session.delivery.drain(at_boundary=True)
+            handed = self.session.delivery.drain(at_boundary=True) if mode == "all" else []
+            self._answer(handed)  # nothing runs: what already finished is handed over, and said
+            if not handed:
+                print("[bg] nothing to wait for" + (" (services run until cancelled)" if self._services() else ""))
             return None
         started = time.monotonic()
-        self.session.delivery.reported_now.clear()
         try:
             for g in graphs:
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
@@ -402,16 +489,10 @@ class BgMagics(Magics):
             done = self.session.wait(tasks, timeout=timeout, return_when=mode) if tasks else []
             if keys in ([], ["all"]) or graphs:
                 self.session.delivery.drain(at_boundary=True)
-            # a task delivered before the wait began still gets its line: the wait's answer
-            for t in done:
-                self.session.drop_pending(t)
-                d = self.session.dispatches.get(t)
-                if t.id not in self.session.delivery.reported_now and not (d and d.graph):
-                    print(text.notice(t, t.delivered, d.not_delivered if d else (),
-                                      d.facts() if d else NO_FACTS))
+            self._answer(done)
             for g in graphs:
                 self.session.drop_pending(g)
-                if id(g) not in self.session.delivery.reported_now:
+                if id(g) not in self.session.printed_now:
                     print(text.graph_notice(g))
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
@@ -420,10 +501,23 @@ class BgMagics(Magics):
             print(f"[bg] wait interrupted after {time.monotonic() - started:.1f}s; still running: {left}")
         return None
 
+    def _answer(self, done: list[Task]) -> None:
+        """The wait's answer: one line per task it waited for, unless delivery just printed it."""
+        for t in done:
+            self.session.drop_pending(t)
+            d = self.session.dispatches.get(t)
+            if id(t) not in self.session.printed_now and not (d and d.graph):
+                print(text.notice(t, t.delivered, d.not_delivered if d else (), d.facts() if d else NO_FACTS))
+
+    def _services(self) -> list[Any]:
+        return [t for t in self.session.executor.active() if getattr(t.spec, "service", False)]
+
     def _dashboard(self) -> Any:
         if not self.session.display_dashboard():
             print(text.task_table(reversed(self.session.tasks())))
         return None
 
 
-__all__ = ["BgMagics", "SpecError"]
+BgMagics.bg.__doc__ = help_text()
+
+__all__ = ["ACTION_OPTIONS", "DISPATCH_OPTIONS", "BgMagics", "SpecError", "help_text"]

@@ -52,6 +52,8 @@ class Session:
         self.cell_seq = 0
         #: notices of things delivered while idle with no display of their own, by id(task or graph)
         self._pending_lines: dict[int, str] = {}
+        #: id() of the tasks and graphs whose notice was printed since the caller last cleared it (a wait's answer)
+        self.printed_now: set[int] = set()
         self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
@@ -219,6 +221,7 @@ class Session:
                 return
             if at_boundary:
                 print(line)
+                self.printed_now.add(id(task))
             return  # idle: the card itself says it
         handle = self._displays.get(tid)
         if handle is not None:
@@ -232,6 +235,7 @@ class Session:
             return  # the display just updated stands in this very cell: no second line
         if at_boundary:
             print(line)
+            self.printed_now.add(id(task))
         elif handle is None:
             # idle, and no display of its own: printing now would land in whatever cell ran
             # last; the line waits for the end of the next cell instead (a wait there answers it)
