@@ -80,6 +80,11 @@ def values_to_deliver(task: Task, d: Dispatch) -> dict[str, Any]:
     return {}
 
 
+def _dispatch_order(item: Item) -> tuple[bool, int]:
+    """Tasks by id (the order they were dispatched in); graphs' notices after them."""
+    return (item.kind == "graph", item.task.id if item.kind != "graph" else 0)
+
+
 class Delivery:
     """Writes inbox items into ``user_ns`` and reports them through ``show``.
 
@@ -110,7 +115,8 @@ class Delivery:
     def drain(self, *, at_boundary: bool, only: set[int] | None = None) -> list[Task]:
         """Deliver what waits (main thread only); returns the tasks delivered."""
         done = []
-        for item in self.inbox.take(only):
+        # in dispatch order, whatever order they ended in (a notebook's notices are then deterministic)
+        for item in sorted(self.inbox.take(only), key=_dispatch_order):
             task = item.task
             if item.kind == "ready":
                 self.show(task, text.ready_line(task), at_boundary)
