@@ -117,7 +117,7 @@ def test_readme_background_cells_examples_work_as_typed(ck):
 
 def test_readme_reference_loop_binds_at_dispatch(ck):
     # IPython expands a magic only at the start of a line: the loop's body goes on a line of its own
-    loop = re.search(r"`(for p in range\(4\)): (%bg [^`]*)`", README.read_text())
+    loop = re.search(r"`(for p in range\(4\)):` whose body is `(%bg [^`]*)`", README.read_text())
     ck.run(f"{loop.group(1)}:\n    {loop.group(2)}")
     ck.run("%bg --wait all --timeout 30")
     assert ck.value("r0, r1, r2, r3") == "(0, 10, 20, 30)"

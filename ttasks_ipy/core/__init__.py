@@ -8,50 +8,45 @@
 """
 from __future__ import annotations
 
-from .backends import Backend, BackendStats, Job, JobEvents, SyncBackend, ThreadBackend
-from .context import TaskContext, current_task, progress
-from .errors import (
-    CommandFailed,
-    InvalidTransition,
-    QueueFull,
-    SpecError,
-    TaskCancelled,
-    TaskError,
-    TaskFailed,
-    TaskNotDone,
-    WaitInsideTask,
-    WaitTimeout,
-)
-from .events import EventBus, EventKind, TaskEvent
-from .executor import ALL_COMPLETED, FIRST_COMPLETED, Executor, ExecutorStats
-from .names import check_name
-from .output import TaskOutput
-from .procs import describe_exit
-from .records import TaskRecord
-from .runners.bash import BashRunner, CommandResult
-from .runners.python import CallRunner, PyBody, PythonRunner, bind, compile_body
-from .spec import Runner, TaskSpec
-from .states import TRANSITIONS, TaskState
-from .task import Task
-
-#: names imported on first use, so that a worker process or a plain script does not pay for httpx
+#: every public name and the module it lives in, imported on first use: a worker process
+#: (which imports ``ttasks_ipy.core.context``) or a plain script pays only for what it uses
 _LAZY = {
-    "PromptFailed": ".runners.prompt",
-    "PromptRunner": ".runners.prompt",
-    "PromptSettings": ".runners.prompt",
+    **dict.fromkeys(["Backend", "BackendStats", "Job", "JobEvents", "SyncBackend", "ThreadBackend"], ".backends"),
+    **dict.fromkeys(["TaskContext", "current_task", "progress"], ".context"),
+    **dict.fromkeys(["CommandFailed", "InvalidTransition", "QueueFull", "SpecError", "TaskCancelled", "TaskError",
+                     "TaskFailed", "TaskNotDone", "WaitInsideTask", "WaitTimeout"], ".errors"),
+    **dict.fromkeys(["EventBus", "EventKind", "TaskEvent"], ".events"),
+    **dict.fromkeys(["ALL_COMPLETED", "FIRST_COMPLETED", "Executor", "ExecutorStats"], ".executor"),
+    "check_name": ".names",
+    "TaskOutput": ".output",
+    "describe_exit": ".procs",
+    "TaskRecord": ".records",
+    **dict.fromkeys(["BashRunner", "CommandResult"], ".runners.bash"),
+    **dict.fromkeys(["CallRunner", "PyBody", "PythonRunner", "bind", "compile_body"], ".runners.python"),
+    **dict.fromkeys(["Runner", "TaskSpec"], ".spec"),
+    **dict.fromkeys(["TRANSITIONS", "TaskState"], ".states"),
+    "Task": ".task",
+    **dict.fromkeys(["PromptFailed", "PromptRunner", "PromptSettings"], ".runners.prompt"),
     "WorkerPool": ".backends.process.pool",
     "ProcessBackend": ".backends.process.backend",
-    "PortablePython": ".runners.portable",
-    "check_picklable": ".runners.portable",
+    **dict.fromkeys(["PortablePython", "check_picklable"], ".runners.portable"),
 }
 
 
 def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ALL_COMPLETED",
