@@ -105,7 +105,7 @@ def _processes(quick: bool) -> list[Result]:
         Result("8b", f"per-task: {n} no-op `--process` tasks, warm pool of {WORKERS}", "core", "ms/task",
                Stats.of(ours).scaled(per), f"ProcessPoolExecutor({WORKERS}, spawn), warm",
                Stats.of(spawn_w).scaled(per),
-               note="each job sends the kernel's environment and sys.path, and two fresh pipes for its output"),
+               note="each job: the pickled runner, two fresh output pipes, the environment only if it changed"),
     ]
 
 

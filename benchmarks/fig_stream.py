@@ -151,7 +151,7 @@ def run(quick: bool) -> list[Result]:
                note="bounded means it stays near the tail size (tail_chars) whatever is written"),
         Result("4c", "RSS growth from `repr(task.result)` of that command afterwards", "core", "MB",
                Stats.of(repr_rss), "", None,
-               note="CommandResult.__repr__ reads the whole output file (up to file_cap, 100 MB) to show 60 chars"),
+               note="CommandResult.__repr__ reads only the in-memory tail"),
     ]
     nl = 50_000 if quick else 200_000
     log(f"  4: a Python task printing {nl} lines x {reps}")
@@ -159,7 +159,7 @@ def run(quick: bool) -> list[Result]:
     out.append(Result("4g", f"Python task printing {nl:,} lines (`print('line', i)`)", "core", "lines/s",
                       Stats.of(o for o, _ in pf), "the same prints to an io.StringIO on a plain thread",
                       Stats.of(r for _, r in pf), higher_is_better=True,
-                      note="each print() is 4 writes: 4 OUTPUT events, 4 appends to the output file"))
+                      note="each print() is 4 writes, coalesced per task into pieces of up to 16k characters or 50 ms"))
     log(f"  4: {mb:.0f} MB through `%bg -o r !...` in a kernel")
     out.extend(_kernel(nbytes, reps, Stats.of(raw)))
     return out
