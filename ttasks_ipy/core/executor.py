@@ -36,7 +36,7 @@ from .outdir import OutputDir
 from .output import TaskOutput
 from .reaper import Reaper
 from .secrets import redact
-from .spec import TaskSpec
+from .spec import MAX_SECONDS, TaskSpec
 from .states import TaskState
 from .supervisor import Supervisor
 from .task import Task, check_not_inside_task
@@ -448,10 +448,12 @@ class Executor:
         if ev is None:
             return False
         attempt.over = True
-        delay = task.spec.backoff * (2 ** (attempt.number - 1))
-        self._publish(ev)
-        self._publish(TaskEvent(EventKind.RETRYING, task, attempt.number, time.time(),
-                                {"delay": delay, "reason": reason}, task.record()))
+        delay = min(task.spec.backoff * 2.0 ** min(attempt.number - 1, 60), MAX_SECONDS)
+        publish = self.bus.publish
+        publish(ev)  # the requeue's events first; a cancel landing meanwhile is held until they are out
+        publish(TaskEvent(EventKind.RETRYING, task, attempt.number, time.time(),
+                          {"delay": delay, "reason": reason}, task.record()))
+        task.publish_held(publish)
         self._free(attempt, forget=forget)
         task.output_buffer.clear()
 

@@ -272,7 +272,9 @@ class Task:
             if attempt != self.attempt or self.state is not _RUNNING:
                 return None
             self.reason = reason
-            return self._change(TaskState.QUEUED, {"reason": reason})
+            ev = self._change(TaskState.QUEUED, {"reason": reason})
+            self._starting = True  # until publish_held: a cancel's event waits for this one's (and RETRYING)
+            return ev
 
     def cancel_now(self, reason: str) -> TaskEvent | None:
         """Any active state -> CANCELLED."""
@@ -391,15 +393,19 @@ class Task:
                 return False
         publish(ev)
         if ev.kind is EventKind.STARTED:
-            with self._lock:
-                self._starting = False
-                held, self._held = self._held, []
-                notify, self._notify_held = self._notify_held, False
-            for h in held:
-                publish(h)
-            if notify:
-                self.notify_done()
+            self.publish_held(publish)
         return True
+
+    def publish_held(self, publish: Publish) -> None:
+        """The events of a claim (STARTED) or a requeue (QUEUED, RETRYING) are out: publish what waited."""
+        with self._lock:
+            self._starting = False
+            held, self._held = self._held, []
+            notify, self._notify_held = self._notify_held, False
+        for h in held:
+            publish(h)
+        if notify:
+            self.notify_done()
 
     def notify_done(self) -> None:
         """Wake waiters and run done callbacks; call once after a terminal event was published."""

@@ -54,6 +54,11 @@ class Inbox:
             self._items = keep
             return taken
 
+    def finished(self) -> list[Any]:
+        """The finished tasks whose items wait here (not yet delivered)."""
+        with self._lock:
+            return [it.task for it in self._items if it.kind == "final"]
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -467,7 +467,8 @@ class BgMagics(Magics):
     def _wait(self, keys: list[str], timeout: float | None) -> None:
         mode = "all"
         if keys in ([], ["all"]):  # a service never ends on its own: waiting for all means tasks
-            tasks = [t for t in self.session.executor.active() if not t.spec.service]
+            # with those that ended but wait for delivery, so all are handed over (and said) in one go
+            tasks = self.session.inbox.finished() + [t for t in self.session.executor.active() if not t.spec.service]
         elif keys == ["any"]:
             tasks, mode = [t for t in self.session.executor.active() if not t.spec.service], "any"
         else:
