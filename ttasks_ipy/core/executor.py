@@ -346,25 +346,25 @@ class Executor:
         return to_start
 
     def _start(self, task: Task, *, slot: bool) -> None:
-        ev = task.claim()
-        if ev is None:  # cancelled (or blocked) while queued
-            if slot:
-                self._give_back_slot()
-            elif task.spec.service:
-                self._release_service()
-            return
         spec = task.spec
         backend = self._backends[spec.backend]
-        attempt = Attempt(self, task, ev.attempt, backend, slot)
-        with self._lock:
+        attempt = Attempt(self, task, task.attempt + 1, backend, slot)
+        with self._lock:  # known before the claim: a cancel landing after it settles this very attempt
             self._attempts[task.id] = attempt
-        task.publish_in_order(ev, self.bus.publish)
-        if task.state.terminal:  # cancelled while it started (perhaps before its attempt was known): never submit
+        ev = task.claim()
+        if ev is None:  # cancelled (or blocked) while queued
+            self._free(attempt, forget=True)  # the slot or service place, once
+            return
+        attempt.number = ev.attempt
+        end_held = task.publish_claim(ev, self.bus.publish)
+        if task.state.terminal:  # cancelled while it started: never submit
             attempt.over = True
             with self._lock:
                 if self._attempts.get(task.id) is attempt:
                     del self._attempts[task.id]
-            self._free(attempt)
+            if end_held:  # its end went out just now, after STARTED: the slot is ours to give back
+                self._free(attempt)
+            # else whoever ended it published the end itself and gives the slot back after (_settle)
             return
         if spec.timeout is not None:
             attempt.timer = self.timers.schedule(spec.timeout, lambda: self._timed_out(attempt))
@@ -409,13 +409,17 @@ class Executor:
             if self._retry(attempt, reason, forget=True):
                 return
             ev = task.finish(n, TaskState.FAILED, reason, exception=exc, tb=tb, **kept)
-        # the end is published before the slot goes to the next task (see _settle)
         attempt.over = True
+        if ev is None:
+            # a cancel or timeout changed the state first and is still on its way to publishing its end:
+            # it gives the slot back after that (freeing it here could show one task too many running)
+            self._free(attempt, forget=True, slot=False)
+            return
+        # the end is published before the slot goes to the next task (see _settle)
         task.publish_in_order(ev, self.bus.publish)
         self._free(attempt, forget=True)
-        if ev is not None:
-            self._finished_ids.append(task.id)
-            task.notify_done()
+        self._finished_ids.append(task.id)
+        task.notify_done()
 
     def _settle(self, task: Task, ev: TaskEvent | None, attempt: Attempt | None) -> None:
         """The ending of a task from outside its work (cancel, timeout, block): publish its terminal event,
@@ -488,17 +492,6 @@ class Executor:
                 return
         for t in to_start:
             self._start(t, slot=True)
-
-    def _give_back_slot(self) -> None:
-        with self._lock:
-            self._running -= 1
-            to_start = self._take_queued_locked()
-        for t in to_start:
-            self._start(t, slot=True)
-
-    def _release_service(self) -> None:
-        with self._lock:
-            self._services = max(0, self._services - 1)
 
     def _stop(self, attempt: Attempt) -> None:
         """Ask the backend to stop the attempt's work; returns at once."""

@@ -396,8 +396,21 @@ class Task:
             self.publish_held(publish)
         return True
 
-    def publish_held(self, publish: Publish) -> None:
-        """The events of a claim (STARTED) or a requeue (QUEUED, RETRYING) are out: publish what waited."""
+    def publish_claim(self, ev: TaskEvent, publish: Publish) -> bool:
+        """Publish a claim's STARTED event, then what was held meanwhile.
+
+        True if that included the task's end: whoever ended the task then left
+        giving back its slot to the caller (an end published directly is
+        followed by its publisher giving the slot back).
+        """
+        publish(ev)
+        return self.publish_held(publish)
+
+    def publish_held(self, publish: Publish) -> bool:
+        """The events of a claim (STARTED) or a requeue (QUEUED, RETRYING) are out: publish what waited.
+
+        True if a terminal event was among them.
+        """
         with self._lock:
             self._starting = False
             held, self._held = self._held, []
@@ -406,6 +419,7 @@ class Task:
             publish(h)
         if notify:
             self.notify_done()
+        return any(h.kind.terminal for h in held)
 
     def notify_done(self) -> None:
         """Wake waiters and run done callbacks; call once after a terminal event was published."""
