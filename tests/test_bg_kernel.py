@@ -104,6 +104,8 @@ def test_timeout_retries_stall_and_log(kernel):
                         "__import__('ttasks_ipy').kernel.session().find('tmo').reason") == "'timed out after 0.3s'"
     r = kernel.run("%bg -n flaky --retries 2 --backoff 0.05 !echo try; exit 1\n%bg --wait flaky\n%bg --log flaky")
     assert "[bg] flaky: failed (exit status 1)" in r.stdout
+    assert "flaky failed after" in r.stdout and "after 3 attempts" in r.stdout  # the wait's notice
+    assert "[bg] attempt 1 failed: exit status 1" in r.stdout and "[bg] attempt 2 failed" in r.stdout
     assert kernel.value("__import__('ttasks_ipy').kernel.session().find('flaky').attempt") == "3"
     kernel.run("st = %bg -n quietly --stall 0.2 !sleep 0.8; echo end")
     kernel.run("import time\nwhile not st.stalled: time.sleep(0.02)")  # bounded by the cell timeout

@@ -222,6 +222,31 @@ def test_repeatable_and_fitting_options_still_work(ck):
 
 # ---- 4. waiting ---------------------------------------------------------------
 
+def test_log_shows_a_bounded_tail_and_says_what_it_left_out(ck):
+    ck.run("%bg -n many !seq 1 500\n%bg --wait many --timeout 20")
+    lines = ck.run("%bg --log many").stdout.splitlines()
+    assert lines[-1] == "500" and "301" in lines and "300" not in lines
+    note = next(x for x in lines if "left out" in x)
+    assert "the first 300 lines of stdout left out" in note and "%bg --log many --all" in note
+    whole = ck.run("%bg --log many --all").stdout.splitlines()
+    assert "1" in whole and whole[-1] == "500" and not any("left out" in x for x in whole)
+    assert ck.run("%bg --log many --tail 2").stdout.splitlines()[-2:] == ["499", "500"]
+    assert "--tail must be a whole number from 1" in _usage_error(ck, "%bg --log many --tail 0")
+    assert "not both" in _usage_error(ck, "%bg --log many --tail 3 --all")
+    assert "--all goes with --log" in _usage_error(ck, "%bg --list --all")
+
+
+def test_log_of_a_graph_shows_each_task_and_the_failed_ones_output(ck):
+    r = ck.run("%%bgraph glog\nfirst: !echo fine\nbad after first: !echo went-wrong >&2; exit 3\n"
+               "later after bad: !true")
+    assert not r.stderr, r.stderr
+    assert ck.value("glog.wait(20).ok") == "False"
+    out = ck.run("%bg --log glog").stdout
+    assert "first" in out and "blocked" in out and "graph glog failed" in out
+    assert "[bg] glog.bad: failed (exit status 3)" in out and "went-wrong" in out
+    assert "fine" not in out  # the tasks that succeeded are listed, not shown
+
+
 def test_wait_says_how_each_task_ended_failures_and_timeouts_included(ck):
     r = ck.run("%bg -n oops z = 1 / 0\n%bg -n too_slow --timeout 0.5 !sleep 5\n%bg --wait oops too_slow --timeout 30")
     assert "✗ oops failed" in r.stdout and "ZeroDivisionError" in r.stdout

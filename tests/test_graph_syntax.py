@@ -197,6 +197,17 @@ spread after numbers: !printf '<%s>' {{upstream.numbers.value}}
     assert g.spread.result.output == "<3><4>"
 
 
+def test_upstream_output_in_a_command_drops_trailing_newlines_as_command_substitution_does(ex: Executor) -> None:
+    cell = """\
+lines: !printf 'one\\ntwo\\n\\n'
+quoted after lines: !printf '[%s]' "{upstream.lines.output}"
+"""
+    g = run_graph(ex, cell)
+    assert g.ok, g.error
+    assert g.lines.result.output == "one\ntwo\n\n"  # the task's own output is kept whole
+    assert g.quoted.result.output == "[one\ntwo]"
+
+
 def test_names_are_bound_at_dispatch_and_dollar_names_expand(ex: Executor) -> None:
     ns: dict[str, Any] = {"x": 1, "label": "a b"}
     nodes = compile_graph("g", "read: x * 10\nsay: !printf '[%s]' $label \"$$NOT_SET_HERE\"", ns)

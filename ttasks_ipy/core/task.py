@@ -78,6 +78,8 @@ class Task:
         self.started: float | None = None
         self.finished: float | None = None
         self.attempt = 0
+        #: why each attempt before the current one failed (retries), oldest first
+        self.attempt_reasons: tuple[str, ...] = ()
         #: the value of the last attempt (a command's result even when it failed)
         self.value: Any = None
         self.has_value = False
@@ -272,6 +274,7 @@ class Task:
             if attempt != self.attempt or self.state is not _RUNNING:
                 return None
             self.reason = reason
+            self.attempt_reasons += (reason,)
             ev = self._change(TaskState.QUEUED, {"reason": reason})
             self._starting = True  # until publish_held: a cancel's event waits for this one's (and RETRYING)
             return ev
@@ -302,6 +305,7 @@ class Task:
             self.started = self.finished = None
             self.value, self.has_value = None, False
             self.exception = self.traceback = self.reason = None
+            self.attempt_reasons = ()
             self.blocked_by = []
             self.progress = (None, None)
             self.stalled = False

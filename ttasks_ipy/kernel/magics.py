@@ -95,7 +95,9 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
 #: options that go with an action: (flag, argparse keywords, help)
 ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
     ("--timeout", {"type": _seconds("--timeout"), "metavar": "S"}, "with --wait: give up waiting after S seconds"),
-    ("--tail", {"type": _count("--tail"), "metavar": "N"}, "with --log: show the last N lines"),
+    ("--tail", {"type": _count("--tail", low=1), "metavar": "N"},
+     f"with --log: show the last N lines of each stream (default {text.LOG_TAIL})"),
+    ("--all", {"action": "store_true"}, "with --log: show the whole output"),
 ]
 
 
@@ -121,7 +123,7 @@ def help_text() -> str:
         value = "" if kw.get("action") == "store_true" else f" {kw.get('metavar', flags[-1].lstrip('-').upper())}"
         options.append((", ".join(flags) + value, kw["help"]))
     actions = [(f"{flag} {after}".rstrip(), h) for flag, after, _, h in ACTION_OPTIONS]
-    actions += [(f"{flag} {kw['metavar']}", h) for flag, kw, h in ACTION_MODIFIERS]
+    actions += [(f"{flag} {kw.get('metavar', '')}".rstrip(), h) for flag, kw, h in ACTION_MODIFIERS]
     return "\n".join([
         "Run a bash command, a Python statement or an LLM prompt in the background.",
         "",
@@ -410,6 +412,10 @@ class BgMagics(Magics):
                     f"%bg: {extra} does not go with {tokens[0]} (actions take no dispatch options)"
                 ) from None
             raise
+        if (a.tail is not None or a.all) and not a.log:
+            raise UsageError(f"%bg: {'--tail' if a.tail is not None else '--all'} goes with --log NAME")
+        if a.timeout is not None and a.wait is None:
+            raise UsageError("%bg: --timeout with an action goes with --wait NAMES")
         if a.list:
             print(text.task_table(self.session.tasks()))
             st = self.session.executor.statistics()
@@ -419,13 +425,11 @@ class BgMagics(Magics):
         if a.dashboard:
             return self._dashboard()
         if a.log:
+            if a.all and a.tail is not None:
+                raise UsageError("%bg --log: --tail N or --all, not both")
+            tail = None if a.all else (a.tail or text.LOG_TAIL)
             task = self._find(a.log[0])
-            if isinstance(task, GraphRun):
-                print(text.task_table(task.tasks.values()))
-                if task.done():
-                    print(text.graph_notice(task))
-            else:
-                print(text.log_text(task, a.tail))
+            print(text.graph_log(task, tail) if isinstance(task, GraphRun) else text.log_text(task, tail))
             return None
         if a.cancel is not None:
             return self._cancel(a.cancel)

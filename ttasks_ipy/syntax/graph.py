@@ -402,7 +402,7 @@ def _bash(t: TaskLine, namespace: Mapping[str, Any], grace: float) -> Callable[[
     template = Template(t.body.strip())
 
     def expanded(up: Upstream) -> Runner:
-        return BashRunner(expand_shell(template, ChainMap({"upstream": up}, namespace)), grace=grace)  # type: ignore[arg-type]
+        return BashRunner(expand_shell(template, ChainMap({"upstream": up.for_commands()}, namespace)), grace=grace)  # type: ignore[arg-type]
 
     return expanded
 

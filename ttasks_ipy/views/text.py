@@ -42,14 +42,15 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
     mark = MARK.get(task.state, "•")
     head = f"[bg] {mark} {task.label}"
     where = f" (see %bg --log {task.label})"
+    tries = attempts(task)
     if task.state is TaskState.SUCCEEDED:
-        line = f"{head} finished in {duration(task.elapsed)}"
+        line = f"{head} finished in {duration(task.elapsed)}{tries}"
         if delivered:
             line += " → " + ", ".join(delivered)
         elif task.kind == "python" and facts.expression and task.has_value:
             line += ": " + _short(repr(task.value), 70)
     elif task.state is TaskState.FAILED:
-        line = f"{head} failed after {duration(task.elapsed)}: {_short(task.error or task.reason or '', 90)}"
+        line = f"{head} failed after {duration(task.elapsed)}{tries}: {_short(task.error or task.reason or '', 90)}"
         if delivered:
             line += " → " + ", ".join(delivered)
         line += where
@@ -65,6 +66,12 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
             f"the value stays on the handle: %bg --log {task.label})"
         )
     return line
+
+
+def attempts(task: Task) -> str:
+    """`` after 3 attempts`` for a task that was retried, else nothing."""
+    n = len(task.attempt_reasons)
+    return f" after {n + 1} attempts" if n else ""
 
 
 def graph_notice(graph: Any) -> str:
@@ -136,17 +143,36 @@ def load_line(stats: Any) -> str:
     return "[bg] " + "; ".join(parts)
 
 
-def log_text(task: Task, tail: int | None = None) -> str:
-    """Output (stdout, then stderr marked) and the traceback of a task."""
+#: lines of each stream ``%bg --log`` shows unless told otherwise
+LOG_TAIL = 200
+
+
+def _tail(text: str, n: int | None) -> tuple[str, int]:
+    """The last ``n`` lines of ``text`` (all when None), and how many lines were left out."""
+    if n is None:
+        return text, 0
+    lines = text.splitlines(keepends=True)
+    return "".join(lines[-n:]), max(0, len(lines) - n)
+
+
+def log_text(task: Task, tail: int | None = LOG_TAIL) -> str:
+    """What ``%bg --log`` shows: each retried attempt's reason, the last ``tail`` lines of stdout and of
+    stderr (all with None, saying how many were left out and where the whole output is), the traceback."""
     parts: list[str] = [f"[bg] {task.label}: {task.status}" + (f" ({task.reason})" if task.reason else "")]
-    out = task.output
-    err = task.stderr
+    for n, why in enumerate(task.attempt_reasons, 1):
+        parts.append(f"[bg] attempt {n} failed: {why}")
+    out, out_cut = _tail(task.output, tail)
+    err, err_cut = _tail(task.stderr, tail)
     kept = task.output_buffer
     if kept.lost:  # known after the reads above (a removed folder shows when read)
         parts.append(f"[bg] {task.label}: {kept.lost}" + ("" if kept.complete else "; the output is incomplete"))
-    if tail is not None:
-        out = "\n".join(out.splitlines()[-tail:])
-        err = "\n".join(err.splitlines()[-tail:])
+    if out_cut or err_cut:
+        cut = " and ".join(f"{k} line{'s' if k != 1 else ''} of {what}"
+                           for k, what in ((out_cut, "stdout"), (err_cut, "stderr")) if k)
+        folder = kept.folder
+        where = f" (all of it: %bg --log {task.label} --all, or the files in {folder})" if folder else \
+            f" (all of it: %bg --log {task.label} --all)"
+        parts.append(f"[bg] the first {cut} left out{where}")
     if out:
         parts.append(out.rstrip("\n"))
     if err:
@@ -156,3 +182,13 @@ def log_text(task: Task, tail: int | None = None) -> str:
     return "\n".join(parts)
 
 
+def graph_log(graph: Any, tail: int | None = LOG_TAIL) -> str:
+    """What ``%bg --log GRAPH`` shows: each task's status, then the log of each that did not succeed."""
+    tasks = list(graph.tasks.values())
+    parts = [task_table(tasks)]
+    if graph.done():
+        parts.append(graph_notice(graph))
+    for t in tasks:
+        if t.state in (TaskState.FAILED, TaskState.CANCELLED):
+            parts.append(log_text(t, tail))
+    return "\n".join(parts)

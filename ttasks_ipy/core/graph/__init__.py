@@ -36,6 +36,7 @@ A node's runner is built when the node is released, by its factory
 from __future__ import annotations
 
 import collections
+import dataclasses
 import difflib
 import graphlib
 import logging
@@ -263,6 +264,15 @@ class Upstream(Mapping[str, UpstreamResult]):
             return self[name]
         except KeyError:
             raise AttributeError(self._unknown(name)) from None
+
+    def for_commands(self) -> Upstream:
+        """The dependencies as a one-line command reads them: ``output`` and ``stderr`` without
+        their trailing newlines, as bash's ``$(…)`` gives a command's output."""
+        results = {}
+        for n in self._tasks:
+            r = self[n]
+            results[n] = dataclasses.replace(r, output=r.output.rstrip("\n"), stderr=r.stderr.rstrip("\n"))
+        return Upstream(self._owner, None, results)
 
     def _unknown(self, name: str) -> str:
         deps = ", ".join(self._tasks) or "nothing"
