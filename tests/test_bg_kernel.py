@@ -196,7 +196,8 @@ def test_unload_removes_everything():
     try:
         k.run("h = %bg --quiet !sleep 300")
         pid = int(k.value("import time\nwhile h.pid is None: time.sleep(0.01)\nh.pid"))
-        k.run("%unload_ext ttasks_ipy")
+        r = k.run("%unload_ext ttasks_ipy")
+        assert r.stdout.strip() == "[bg] unloaded: cancelled 1 active task (#1)", r.stdout
         no_process_left(pid, 5)
         r = k.run("%bg !true", allow_error=True)
         assert "UsageError" in r.stderr and "bg" in r.stderr

@@ -147,12 +147,23 @@ def test_interrupt_leaves_process_task_running(fresh_kernel):
     k.run("hs.cancel()")
 
 
+def test_a_name_that_already_holds_the_very_value_is_not_reported_as_reassigned(kernel):
+    kernel.run("import threading\ngate_same = threading.Event()\nshared = [1, 2]")
+    kernel.run("%%bg -n same --quiet\ngate_same.wait(10)\nalias = shared")
+    kernel.run("alias = shared")  # the user made the same binding meanwhile
+    r = kernel.run("gate_same.set()\n%bg --wait same")
+    assert "same finished" in r.stdout and "not delivered" not in r.stdout, r.stdout
+    assert kernel.value("alias is shared") == "True"
+
+
 def test_a_name_reassigned_after_dispatch_is_not_overwritten(kernel):
     kernel.run("import threading\ngate = threading.Event()")
     kernel.run("%%bg -n late --quiet\ngate.wait(10)\nresult_x = 'from the task'")
     kernel.run("result_x = 'mine'")  # the user reassigns the target while the task runs
     r = kernel.run("gate.set()\n%bg --wait late")
-    assert "not delivered: result_x (reassigned since dispatch" in r.stdout
+    held = "the value: ttasks_ipy.task('late').result['result_x']"
+    assert f"not delivered: result_x (reassigned since dispatch; {held})" in r.stdout
+    assert kernel.value("import ttasks_ipy\nttasks_ipy.task('late').result['result_x']") == "'from the task'"
     assert kernel.value("result_x, late.result['result_x']") == "('mine', 'from the task')"
     kernel.run("%config TTasks.overwrite = True")
     kernel.run("gate.clear()")

@@ -26,7 +26,7 @@ def test_core_exports_are_pinned():
 
 def test_top_level_exports():
     assert set(ttasks_ipy.__all__) == {
-        "bg", "current_task", "load_ipython_extension", "progress", "unload_ipython_extension", "wait_any",
+        "bg", "current_task", "load_ipython_extension", "progress", "task", "unload_ipython_extension", "wait_any",
     }
 
 

@@ -33,6 +33,19 @@ def bg(fn: Any, *args: Any, **kwargs: Any) -> Any:
     return session().submit_call(fn, args, kwargs)
 
 
+def task(key: str | int) -> Any:
+    """The task of the current session with that name or id (``task('fit').result``, ``task(3)``).
+
+    Raises ``KeyError`` naming the key when there is none.
+    """
+    from .kernel.extension import session
+
+    found = session().find(str(key))
+    if found is None:
+        raise KeyError(f"no task {key!r} in this session (see %bg --list)")
+    return found
+
+
 def wait_any(tasks: Any, timeout: float | None = None) -> Any:
     """Block until one of ``tasks`` is done (at most ``timeout`` seconds); returns the done ones."""
     from .kernel.extension import session
@@ -40,4 +53,4 @@ def wait_any(tasks: Any, timeout: float | None = None) -> Any:
     return session().wait(list(tasks), timeout=timeout, return_when="any")
 
 
-__all__ = ["bg", "current_task", "load_ipython_extension", "progress", "unload_ipython_extension", "wait_any"]
+__all__ = ["bg", "current_task", "load_ipython_extension", "progress", "task", "unload_ipython_extension", "wait_any"]

@@ -65,7 +65,7 @@ class Attempt(JobEvents):
     """One attempt of one task: the backend's channel back, and what the engine keeps about it."""
 
     __slots__ = ("task", "number", "backend", "handle", "slot", "service", "timer", "last_activity",
-                 "ready_carry", "timed_out", "over", "stopped", "ended", "_ex")
+                 "ready_carry", "timed_out", "over", "stopped", "ended", "forget_later", "_ex")
 
     def __init__(self, ex: Executor, task: Task, number: int, backend: Backend, slot: bool) -> None:
         self._ex = ex
@@ -81,6 +81,8 @@ class Attempt(JobEvents):
         self.timed_out = False
         #: True once the task no longer belongs to this attempt (ended, cancelled, retried)
         self.over = False
+        #: its work is over but its slot is not given back yet: forgotten when it is
+        self.forget_later = False
         #: True once the work was asked to stop
         self.stopped = False
         #: True once the backend said the work ended
@@ -359,9 +361,7 @@ class Executor:
         end_held = task.publish_claim(ev, self.bus.publish)
         if task.state.terminal:  # cancelled while it started: never submit
             attempt.over = True
-            with self._lock:
-                if self._attempts.get(task.id) is attempt:
-                    del self._attempts[task.id]
+            self._free(attempt, forget=True, slot=False)
             if end_held:  # its end went out just now, after STARTED: the slot is ours to give back
                 self._free(attempt)
             # else whoever ended it published the end itself and gives the slot back after (_settle)
@@ -474,13 +474,19 @@ class Executor:
         ``forget``: the attempt's work ended, so it is no longer the task's running attempt either.
         ``slot=False``: only that (the slot goes back with the published end, by whoever published it).
         """
+        tid = attempt.task.id
         with self._lock:
             if forget:
                 self._lingering.discard(attempt)
-                if self._attempts.get(attempt.task.id) is attempt:
-                    del self._attempts[attempt.task.id]
+                if not slot and (attempt.slot or attempt.service):
+                    # still held: whoever gives it back forgets it then (a cancel may yet look the attempt up)
+                    attempt.forget_later = True
+                elif self._attempts.get(tid) is attempt:
+                    del self._attempts[tid]
             if not slot:
                 return
+            if attempt.forget_later and (attempt.slot or attempt.service) and self._attempts.get(tid) is attempt:
+                del self._attempts[tid]
             if attempt.slot:
                 attempt.slot = False
                 self._running -= 1

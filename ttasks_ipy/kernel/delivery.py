@@ -151,6 +151,9 @@ class Delivery:
         for name, value in values.items():
             old = before.get(name, MISSING)
             now = self.user_ns.get(name, MISSING)
+            if now is value:  # already the very object it would deliver: nothing was reassigned
+                delivered.append(name)
+                continue
             if now is not old and now is not self._ours.get(name, MISSING) and not self.overwrite():
                 kept.append(name)
                 continue

@@ -89,7 +89,17 @@ def unload(shell: Any) -> None:
     for kind in ("line", "cell"):
         for name in ("bg", "bgraph"):
             magics[kind].pop(name, None)
+    active = s.executor.active()
+    waiting = len(s.inbox)
     s.shutdown()
+    if active or waiting:
+        said = []
+        if active:
+            names = ", ".join(t.label for t in active[:8]) + (" …" if len(active) > 8 else "")
+            said.append(f"cancelled {len(active)} active task{'s' if len(active) != 1 else ''} ({names})")
+        if waiting:
+            said.append(f"dropped {waiting} result{'s' if waiting != 1 else ''} not yet delivered")
+        print(f"[bg] unloaded: {'; '.join(said)}")
     routing = getattr(s, "routing", None)
     if routing is not None:
         routing.uninstall()

@@ -61,10 +61,12 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
     else:
         line = f"{head} is {task.status}"
     if kept:
-        line += (
-            f"; not delivered: {', '.join(kept)} (reassigned since dispatch; "
-            f"the value stays on the handle: %bg --log {task.label})"
-        )
+        call = f"ttasks_ipy.task({task.name!r})" if task.name else f"ttasks_ipy.task({task.id})"
+        held = f"the value: {call}.result" if facts.out or len(kept) == 1 and not isinstance(task.value, dict) \
+            else f"the values are in {call}.result"
+        if len(kept) == 1 and not facts.out and isinstance(task.value, dict):
+            held = f"the value: {call}.result[{kept[0]!r}]"
+        line += f"; not delivered: {', '.join(kept)} (reassigned since dispatch; {held})"
     return line
 
 
