@@ -485,8 +485,10 @@ class Executor:
                     del self._attempts[tid]
             if not slot:
                 return
-            if attempt.forget_later and (attempt.slot or attempt.service) and self._attempts.get(tid) is attempt:
-                del self._attempts[tid]
+            if attempt.forget_later:
+                self._lingering.discard(attempt)
+                if self._attempts.get(tid) is attempt:
+                    del self._attempts[tid]
             if attempt.slot:
                 attempt.slot = False
                 self._running -= 1
@@ -510,8 +512,8 @@ class Executor:
         except Exception:
             log.exception("stopping task %s failed", attempt.task.label)
         if attempt.task.kind == "python" and not attempt.backend.remote:
-            with self._lock:
-                if self._attempts.get(attempt.task.id) is attempt:
+            with self._lock:  # `ended` is set before its _free takes the lock: one of the two sees the other
+                if self._attempts.get(attempt.task.id) is attempt and not attempt.ended:
                     self._lingering.add(attempt)
 
     # ---- output, progress, stall, ready --------------------------------

@@ -62,10 +62,12 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
         line = f"{head} is {task.status}"
     if kept:
         call = f"ttasks_ipy.task({task.name!r})" if task.name else f"ttasks_ipy.task({task.id})"
-        held = f"the value: {call}.result" if facts.out or len(kept) == 1 and not isinstance(task.value, dict) \
-            else f"the values are in {call}.result"
-        if len(kept) == 1 and not facts.out and isinstance(task.value, dict):
+        if facts.out or not isinstance(task.value, dict):
+            held = f"the value: {call}.result"
+        elif len(kept) == 1:  # a statement's names: its result is a dict of them
             held = f"the value: {call}.result[{kept[0]!r}]"
+        else:
+            held = f"the values are in {call}.result"
         line += f"; not delivered: {', '.join(kept)} (reassigned since dispatch; {held})"
     return line
 
