@@ -32,8 +32,9 @@ def test_dispatch_is_fast(kernel):
 
 
 def test_python_statement_delivered_with_a_notice_at_the_next_cell(kernel):
-    kernel.run("def slow(n):\n    import time; time.sleep(0.3); return n * 2")
-    r = kernel.run("hx = %bg --quiet x = slow(21)\nassert hx.wait_done(10)\nprint('x' in globals())")
+    kernel.run("import threading\ngo = threading.Event()\ndef slow(n):\n    go.wait(10); return n * 2")
+    kernel.run("hx = %bg x = slow(21)")
+    r = kernel.run("go.set()\nassert hx.wait_done(10)\nprint('x' in globals())")
     # finished while this cell ran, but never written while it ran; the notice came at its end
     assert r.stdout.startswith("False\n[bg] ✓") and r.stdout.rstrip().endswith("→ x")
     assert kernel.run("x").texts[-1] == "42"
@@ -41,11 +42,12 @@ def test_python_statement_delivered_with_a_notice_at_the_next_cell(kernel):
 
 def test_nothing_written_while_a_cell_runs(kernel):
     r = kernel.run(
-        "hd = %bg --quiet during = 1\nassert hd.wait_done(10)\nimport time\nseen = []\nfor _ in range(10):\n"
+        "hd = %bg during = 1\nassert hd.wait_done(10)\nimport time\nseen = []\nfor _ in range(10):\n"
         "    seen.append('during' in globals()); time.sleep(0.01)\nprint(any(seen))"
     )
     assert r.stdout.splitlines()[0] == "False"
-    assert "[bg] ✓" in r.stdout  # the notice, printed at the end of the cell
+    assert "[bg] ✓" not in r.stdout  # its own line, shown in this cell, was updated in place
+    assert "finished" in r.texts[-1]
     assert kernel.value("during") == "1"
 
 

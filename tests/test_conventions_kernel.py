@@ -264,3 +264,28 @@ def test_wait_for_everything_leaves_services_alone(ck):
     ck.run("%bg --cancel svc")
     r = ck.run("%bg --wait all")
     assert r.stdout.strip() == "[bg] nothing to wait for"
+
+
+def test_many_tasks_ending_together_give_one_line_and_quiet_ones_only_their_failures(ck):
+    ck.run("import threading, time, ttasks_ipy\ngate, gate2 = threading.Event(), threading.Event()")
+    r = ck.run("for i in range(30):\n"
+               "    get_ipython().run_line_magic('bg', f'-n w{i} w{i} = (gate.wait(20), {i})[1]')\n"
+               "%bg -n a ya = (gate.wait(20), 1 / 0)\n%bg -n b yb = (gate.wait(20), 1 / 0)\n"
+               "%bg --quiet -n q1 qv = (gate.wait(20), 5)[1]\n%bg --quiet -n qf qz = (gate.wait(20), 1 / 0)")
+    assert len(r.texts) == 32 and not r.stdout, r  # a start line each, the quiet ones none
+    # they all end while this cell runs: its end says them in one line
+    r = ck.run("gate.set()\nnames = [f'w{i}' for i in range(30)] + ['a', 'b', 'q1', 'qf']\n"
+               "deadline = time.monotonic() + 20\n"
+               "while not all(ttasks_ipy.task(n).done() for n in names) and time.monotonic() < deadline:\n"
+               "    time.sleep(0.02)")
+    assert r.stdout == "[bg] ✓ 30 finished → w0 … w29 · ✗ 3 failed: a, b, qf (%bg --log a)\n"
+    assert ck.value("(w29, qv, 'qz' in dir())") == "(29, 5, False)"
+    # alone, a quiet task that went well says nothing, and one that failed says it in full
+    ck.run("%bg --quiet -n q2 qv2 = (gate.wait(20), 7)[1]\n%bg --wait q2 --timeout 20")
+    assert ck.value("qv2") == "7"
+    ck.run("%bg --quiet -n q3 q3v = gate2.wait(20)\n%bg --quiet -n q4 q4v = (gate2.wait(20), 1 / 0)")
+    r = ck.run("gate2.set()\ndeadline = time.monotonic() + 20\n"
+               "while not ttasks_ipy.task('q4').done() and time.monotonic() < deadline:\n"
+               "    time.sleep(0.02)")
+    assert r.stdout.startswith("[bg] ✗ q4 failed after") and "ZeroDivisionError" in r.stdout, r.stdout
+    assert r.stdout.count("\n") == 1

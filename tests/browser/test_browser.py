@@ -30,7 +30,7 @@ _why = missing()
 if _why and os.environ.get("CI") and "playwright" in (REPO / "pyproject.toml").read_text():
     # once the project declares what this test needs, CI must have it: no silent skip
     raise RuntimeError(f"the browser test cannot run under CI: {_why}")
-pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""), pytest.mark.timeout(240)]
 
 BODY = ".ttasks-card-body[data-task='{}']"
 CARD = NB + " " + BODY
@@ -59,8 +59,9 @@ def page(lab: Lab) -> Iterator[Any]:
         try:
             pg = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
             pg.set_default_timeout(20_000)
-            pg.goto(lab.url(NOTEBOOK.name))
-            pg.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=45_000)
+            # a first load of JupyterLab on a busy 2-core machine has taken most of a minute
+            pg.goto(lab.url(NOTEBOOK.name), timeout=90_000)
+            pg.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
             yield pg
         finally:
             browser.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core import Task, TaskState
-from ..views import text
+from ..views import notices
 from .dispatch import MISSING, Dispatch, Dispatches
 
 
@@ -93,15 +93,15 @@ def _dispatch_order(item: Item) -> tuple[bool, int]:
 class Delivery:
     """Writes inbox items into ``user_ns`` and reports them through ``show``.
 
-    ``show(task, line, at_boundary)`` prints a notice (inside a cell) or
-    updates the task's own display (kernel idle).
+    ``show(task, notice, at_boundary)`` says the :class:`~ttasks_ipy.views.notices.Notice`
+    (at a cell boundary) or updates the task's own display (kernel idle).
     """
 
     def __init__(
         self,
         user_ns: dict[str, Any],
         inbox: Inbox,
-        show: Callable[[Task, str, bool], None],
+        show: Callable[[Any, notices.Notice, bool], None],
         dispatches: Dispatches,
         *,
         overwrite: Callable[[], bool],
@@ -114,8 +114,6 @@ class Delivery:
         self.cell_running = False
         #: the value delivery itself last wrote under each name (not a user's reassignment)
         self._ours: dict[str, Any] = {}
-        #: ids of the tasks whose notice was shown since the caller last cleared it
-        self.reported_now: set[int] = set()
 
     def drain(self, *, at_boundary: bool, only: set[int] | None = None) -> list[Task]:
         """Deliver what waits (main thread only); returns the tasks delivered."""
@@ -124,11 +122,11 @@ class Delivery:
         for item in sorted(self.inbox.take(only), key=_dispatch_order):
             task = item.task
             if item.kind == "ready":
-                self.show(task, text.ready_line(task), at_boundary)
+                d = self.dispatches.get(task)
+                self.show(task, notices.ready_notice(task, quiet=bool(d and d.quiet)), at_boundary)
                 continue
             if item.kind == "graph":  # one notice for a whole graph
-                self.show(task, text.graph_notice(task), at_boundary)
-                self.reported_now.add(id(task))
+                self.show(task, notices.graph_notice(task), at_boundary)
                 continue
             d = self.dispatches.get(task)
             if d is None:
@@ -139,8 +137,7 @@ class Delivery:
             if d.graph:
                 done.append(task)  # delivered; the graph's own notice speaks for it
                 continue
-            self.show(task, text.notice(task, delivered, kept, d.facts()), at_boundary)
-            self.reported_now.add(task.id)
+            self.show(task, notices.task_notice(task, delivered, kept, d.facts(), quiet=d.quiet), at_boundary)
             done.append(task)
         return done
 

@@ -36,6 +36,8 @@ class Dispatch:
     graph: str | None = None
     #: True when all slots were busy at dispatch (the start line says "queued")
     queued_at_start: bool = False
+    #: dispatched with ``--quiet``: no start line, and no notice when it goes well
+    quiet: bool = False
     #: names not written because the user had reassigned them
     not_delivered: tuple[str, ...] = ()
 

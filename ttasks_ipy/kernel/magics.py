@@ -349,6 +349,7 @@ class BgMagics(Magics):
         if args.after:
             for key in expand_text(args.after, self.shell.user_ns).split(","):
                 after.append(self._find(key.strip()))
+        plan.quiet = bool(args.quiet)
         try:
             return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet, dispatch=plan)
         except QueueFull as e:

@@ -16,6 +16,7 @@ from typing import Any
 from ..core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
 from ..core.runners.python import CallRunner
 from ..views import text
+from ..views.notices import Notice, group_line
 from .config import TTasks
 from .delivery import Delivery, Inbox, Item
 from .dispatch import Dispatch, Dispatches
@@ -51,7 +52,9 @@ class Session:
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
         #: notices of things delivered while idle with no display of their own, by id(task or graph)
-        self._pending_lines: dict[int, str] = {}
+        self._pending: dict[int, Notice] = {}
+        #: the notices of the boundary being drained (said together in one line), else None
+        self._batch: list[Notice] | None = None
         #: id() of the tasks and graphs whose notice was printed since the caller last cleared it (a wait's answer)
         self.printed_now: set[int] = set()
         self._pool: Any = None
@@ -211,35 +214,50 @@ class Session:
         self.worker_pool()
         return PortablePython(body, bound, first_line=first_line)
 
-    def _show(self, task: Any, line: str, at_boundary: bool) -> None:
-        tid = getattr(task, "id", None)
+    def _show(self, obj: Any, notice: Notice, at_boundary: bool) -> None:
+        """Report one delivered thing: update its own display, and say its notice where it belongs."""
+        tid = getattr(obj, "id", None)
         if tid in self._cards:
-            self.updater.refresh(task)  # the card shows the final state and what was delivered
-            if at_boundary and self.shown_in_this_cell(task):
-                return
-            if not self.config.notices:
-                return
-            if at_boundary:
-                print(line)
-                self.printed_now.add(id(task))
-            return  # idle: the card itself says it
+            self.updater.refresh(obj)  # the card shows the final state and what was delivered
+            if at_boundary and not self.shown_in_this_cell(obj):
+                self._say(obj, notice)
+            return  # idle, or its card stands in this very cell: the card itself says it
         handle = self._displays.get(tid)
         if handle is not None:
             try:
-                handle.update(_Line(line))
+                handle.update(_Line(notice.line))
             except Exception:  # a display that cannot be updated is no reason to lose the notice
                 log.debug("display update failed", exc_info=True)
-        if not self.config.notices:
-            return
-        if handle is not None and at_boundary and self.shown_in_this_cell(task):
+        if handle is not None and at_boundary and self.shown_in_this_cell(obj):
             return  # the display just updated stands in this very cell: no second line
         if at_boundary:
-            print(line)
-            self.printed_now.add(id(task))
-        elif handle is None:
+            self._say(obj, notice)
+        elif handle is None and self.config.notices and not notice.silent:
             # idle, and no display of its own: printing now would land in whatever cell ran
-            # last; the line waits for the end of the next cell instead (a wait there answers it)
-            self._pending_lines[id(task)] = line
+            # last; the notice waits for the end of the next cell instead (a wait there answers it)
+            self._pending[id(obj)] = notice
+
+    def _say(self, obj: Any, notice: Notice) -> None:
+        if not self.config.notices or notice.silent:
+            return
+        self.printed_now.add(id(obj))
+        if self._batch is not None:
+            self._batch.append(notice)  # said with the others at the end of this boundary
+        else:
+            print(notice.line)
+
+    def _boundary(self) -> None:
+        """Deliver what waits and say it all in at most one line (a cell's end, the terminal's prompt)."""
+        self._batch = []
+        try:
+            self.delivery.drain(at_boundary=True)
+            pending, self._pending = self._pending, {}
+            said = [*pending.values(), *self._batch]  # what ended while idle came first
+        finally:
+            self._batch = None
+        line = group_line(said)
+        if line is not None:
+            print(line)
 
     # ---- events and delivery -------------------------------------------
     def _on_event(self, ev: TaskEvent) -> None:
@@ -276,7 +294,7 @@ class Session:
         try:
             from prompt_toolkit.application import run_in_terminal
 
-            run_in_terminal(lambda: self.delivery.drain(at_boundary=True))
+            run_in_terminal(self._boundary)
         except Exception:
             log.debug("terminal delivery failed", exc_info=True)
 
@@ -285,15 +303,14 @@ class Session:
         self.delivery.cell_running = True
 
     def post_run_cell(self, *_: Any) -> None:
-        self.delivery.drain(at_boundary=True)
-        lines, self._pending_lines = self._pending_lines, {}
-        for line in lines.values():
-            print(line)
-        self.delivery.cell_running = False
+        try:
+            self._boundary()
+        finally:
+            self.delivery.cell_running = False
 
     def drop_pending(self, obj: Any) -> None:
         """Forget the waiting notice of ``obj`` (a wait in this cell has answered for it)."""
-        self._pending_lines.pop(id(obj), None)
+        self._pending.pop(id(obj), None)
 
     def _after_wait(self, done: list[Task]) -> None:
         if threading.current_thread() is threading.main_thread():

@@ -61,15 +61,18 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
     else:
         line = f"{head} is {task.status}"
     if kept:
-        call = f"ttasks_ipy.task({task.name!r})" if task.name else f"ttasks_ipy.task({task.id})"
-        if facts.out or not isinstance(task.value, dict):
-            held = f"the value: {call}.result"
-        elif len(kept) == 1:  # a statement's names: its result is a dict of them
-            held = f"the value: {call}.result[{kept[0]!r}]"
-        else:
-            held = f"the values are in {call}.result"
-        line += f"; not delivered: {', '.join(kept)} (reassigned since dispatch; {held})"
+        line += f"; not delivered: {', '.join(kept)} (reassigned since dispatch; {kept_where(task, kept, facts)})"
     return line
+
+
+def kept_where(task: Task, kept: list[str], facts: TaskFacts = NO_FACTS) -> str:
+    """Where the values of names not delivered are: ``the value: ttasks_ipy.task('fit').result``."""
+    call = f"ttasks_ipy.task({task.name!r})" if task.name else f"ttasks_ipy.task({task.id})"
+    if facts.out or not isinstance(task.value, dict):
+        return f"the value: {call}.result"
+    if len(kept) == 1:  # a statement's names: its result is a dict of them
+        return f"the value: {call}.result[{kept[0]!r}]"
+    return f"the values are in {call}.result"
 
 
 def attempts(task: Task) -> str:
