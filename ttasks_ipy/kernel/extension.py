@@ -23,6 +23,26 @@ def protect_help_lines(lines: list[str]) -> list[str]:
     return out
 
 
+_BARE_LINE = re.compile(r"^%bg\b(.*)$")
+
+
+def quiet_bare_lines(lines: list[str]) -> list[str]:
+    """Input transformer (terminal IPython): a bare ``%bg …`` line shows no ``Out[N]:``.
+
+    Its handle is already on screen as the start line; the displayhook would
+    print an empty output prompt for it. ``h = %bg …`` still binds the handle.
+    """
+    if lines and lines[0].startswith("%%"):
+        return lines  # a cell magic's body is its own
+    out = []
+    for line in lines:
+        m = _BARE_LINE.match(line.rstrip("\n"))
+        if m and not line.rstrip().endswith(("\\", "?")):
+            line = f"get_ipython().run_line_magic('bg', {m.group(1).strip()!r}); None\n"
+        out.append(line)
+    return out
+
+
 def session(shell: Any = None) -> Session:
     """The session of ``shell`` (the running IPython by default); loads the extension if needed."""
     if shell is None:
@@ -56,6 +76,8 @@ def load(shell: Any) -> None:
     shell.events.register("pre_run_cell", s.pre_run_cell)
     shell.events.register("post_run_cell", s.post_run_cell)
     shell.input_transformers_cleanup.insert(0, protect_help_lines)
+    if getattr(shell, "kernel", None) is None:
+        shell.input_transformers_cleanup.append(quiet_bare_lines)
     from ..core.graph import GraphRun
 
     shell.display_formatter.ipython_display_formatter.for_type(Task, _display_handle)
@@ -77,8 +99,9 @@ def unload(shell: Any) -> None:
             shell.events.unregister(event, fn)
         except ValueError:
             pass
-    if protect_help_lines in shell.input_transformers_cleanup:
-        shell.input_transformers_cleanup.remove(protect_help_lines)
+    for transformer in (protect_help_lines, quiet_bare_lines):
+        if transformer in shell.input_transformers_cleanup:
+            shell.input_transformers_cleanup.remove(transformer)
     from ..core.graph import GraphRun
 
     shell.display_formatter.ipython_display_formatter.type_printers.pop(Task, None)

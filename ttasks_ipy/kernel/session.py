@@ -160,9 +160,13 @@ class Session:
             display(views.task_card(task, self.updater, facts=self.dispatches.facts(task)))
             self._cards.add(task.id)
         else:
-            handle = display(_Line(text.start_line(task, self.dispatches.facts(task))), display_id=True)
-            if handle is not None:
-                self._displays[task.id] = handle
+            line = _Line(text.start_line(task, self.dispatches.facts(task)))
+            if self._kernel is None:  # a terminal cannot update a line in place: its notice says the end
+                display(line)
+            else:
+                handle = display(line, display_id=True)
+                if handle is not None:
+                    self._displays[task.id] = handle
         self._shown_in_cell[task.id] = self.cell_seq
 
     def display_graph(self, graph: Any, line: str) -> None:
@@ -292,13 +296,17 @@ class Session:
         if self.delivery.cell_running or self._closed:
             return
         try:
-            from prompt_toolkit.application import run_in_terminal
-
-            run_in_terminal(self._boundary)
+            # on the prompt's loop (the main thread); while the prompt waits, stdout is
+            # prompt_toolkit's proxy, which prints above the prompt and redraws it
+            self._boundary()
         except Exception:
             log.debug("terminal delivery failed", exc_info=True)
 
     def pre_run_cell(self, *_: Any) -> None:
+        if self._kernel is None and not self._closed:
+            # terminal IPython: what ended while the prompt waited is delivered before the
+            # line typed runs (the prompt's own delivery may not have had its turn yet)
+            self._boundary()
         self.cell_seq += 1
         self.delivery.cell_running = True
 
