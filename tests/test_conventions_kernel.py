@@ -204,6 +204,7 @@ def _usage_error(k, code: str) -> str:
         ("%%bg --timeout=1 --timeout 2\nx = 1", ["--timeout", "twice"]),
         ("%bg --wait a --timeout 1 --timeout 2", ["--timeout", "twice"]),
         ("%bg --log a --tail 1 --tail 2", ["--tail", "twice"]),
+        ("%bg --service --stall 5 !sleep 1", ["--stall", "--service", "no stall detection"]),
     ],
 )
 def test_options_that_do_not_apply_are_refused(ck, code, words):
@@ -289,3 +290,52 @@ def test_many_tasks_ending_together_give_one_line_and_quiet_ones_only_their_fail
                "    time.sleep(0.02)")
     assert r.stdout.startswith("[bg] ✗ q4 failed after") and "ZeroDivisionError" in r.stdout, r.stdout
     assert r.stdout.count("\n") == 1
+
+
+# ---- 7. the small things ------------------------------------------------------
+
+def test_a_name_in_use_names_the_option_that_replaces_it(ck):
+    ck.run("%bg -n busy !sleep 30")
+    msg = _usage_error(ck, "%bg -n busy !true")
+    assert "a task named 'busy' is running" in msg and "--replace" in msg
+    r = ck.run("%bg -n busy --replace !true\n%bg --wait busy --timeout 10")
+    assert "✓ busy finished" in r.stdout
+
+
+def test_list_and_text_dashboard_show_targets_in_one_order_with_wide_names_aligned(ck):
+    ck.run("%bg --wait all --timeout 30")
+    ck.run("%bg -n 数据 -o r1 !echo 中文\n%bg -n plain -o r2 !echo x\n%bg --wait 数据 plain --timeout 10")
+    listing = ck.run("%bg --list").stdout.splitlines()
+    board = ck.run("%bg --dashboard").stdout.splitlines()
+    assert listing == board
+    wide = next(x for x in listing if "数据 → r1" in x)
+    plain = next(x for x in listing if "plain → r2" in x)
+    from wcwidth import wcswidth
+    # the kind column starts at the same screen column in both rows
+    assert wcswidth(wide[: wide.index("bash")]) == wcswidth(plain[: plain.index("bash")])
+    assert listing.index(wide) < listing.index(plain)  # dispatch order
+
+
+def test_a_cancel_reads_once_and_a_log_header_does_not_repeat_its_status(ck):
+    r = ck.run("%bg -n stop_me !sleep 30\n%bg --cancel stop_me\n%bg --wait stop_me --timeout 10")
+    assert "⊘ stop_me cancelled by user after" in r.stdout and "(cancelled" not in r.stdout
+    assert ck.run("%bg --log stop_me").stdout.splitlines()[0] == "[bg] stop_me: cancelled by user"
+    ck.run("%bg -n fine !true\n%bg --wait fine --timeout 10")
+    assert ck.run("%bg --log fine").stdout.splitlines()[0] == "[bg] fine: succeeded"
+
+
+def test_a_bash_cell_start_line_keeps_its_line_breaks_readable_and_graphs_show_one_prefix(ck):
+    r = ck.run("%%bg --bash -n script\nfor i in 1 2; do\n  echo $i\ndone")
+    assert "[bg] script started (bash): !for i in 1 2; do ⏎ echo $i ⏎ done" in r.texts[0], r.texts
+    ck.run("%%bgraph gshow\none: !true")
+    ck.value("gshow.wait(10).ok")
+    shown = ck.run("gshow").texts
+    assert shown and shown[-1].startswith("[bg] ✓ graph gshow finished") and shown[-1].count("[bg]") == 1
+
+
+def test_a_statement_dependency_that_assigns_one_name_gives_its_value(ck):
+    r = ck.run("%%bgraph deps\nsrc: data = [1, 2, 3]\npair: a, b = 1, 2\n"
+               "use after src, pair: total = (sum(upstream.src.value), upstream.pair.value['b'])")
+    assert not r.stderr, r.stderr
+    ck.value("deps.wait(10).ok")
+    assert ck.value("total") == "(6, 2)"

@@ -266,7 +266,7 @@ def test_upstream_values_reach_python_bodies(ex_any: Executor) -> None:
         GraphNode("listing", sh("printf 'a\\nb\\n'")),
         GraphNode("broken", sh("echo partial; echo oops >&2; exit 4")),
         GraphNode("summary", py(
-            "(upstream['stats'].value['total'], upstream.listing.output.split(), upstream.listing.returncode,"
+            "(upstream['stats'].value, upstream.listing.output.split(), upstream.listing.returncode,"
             " upstream.broken.returncode, upstream.broken.output, upstream.broken.stderr, upstream.broken.error,"
             " upstream.stats.returncode, upstream.stats.ok, upstream.broken.ok, sorted(upstream))"
         ), deps=("stats", "listing", "broken"), finally_=True),

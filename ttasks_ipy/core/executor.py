@@ -37,7 +37,7 @@ from .output import TaskOutput
 from .reaper import Reaper
 from .secrets import redact
 from .spec import MAX_SECONDS, TaskSpec
-from .states import TaskState
+from .states import USER_CANCEL, TaskState
 from .supervisor import Supervisor
 from .task import Task, check_not_inside_task
 from .timers import Timer, Timers
@@ -575,7 +575,7 @@ class Executor:
         self.timers.schedule(again, lambda: self._check_stall(attempt))
 
     # ---- cancel and timeout --------------------------------------------
-    def cancel(self, task: Task, reason: str = "cancelled") -> bool:
+    def cancel(self, task: Task, reason: str = USER_CANCEL) -> bool:
         """Cancel ``task``; returns at once. False if it had already finished."""
         ev = task.cancel_now(reason)
         if ev is None:

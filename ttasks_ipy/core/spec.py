@@ -45,6 +45,10 @@ class Runner(ABC):
         """One secret-free line saying what runs, for lists, notices and records."""
         return self.kind
 
+    def dependency_value(self, value: Any) -> Any:
+        """What a dependent task sees as the value ``value`` of this runner (``upstream.X.value``)."""
+        return value
+
     def resolve(self) -> Runner:
         """The runner that does the work of the attempt starting now (a stand-in returns the real one)."""
         return self

@@ -36,6 +36,9 @@ class TaskState(str, enum.Enum):
         return self.value
 
 
+#: the reason of a cancel a person asked for (``%bg --cancel``, a card's Cancel, ``h.cancel()``)
+USER_CANCEL = "cancelled by user"
+
 TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.BLOCKED})
 
 #: state -> the states it may change to

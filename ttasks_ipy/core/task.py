@@ -31,7 +31,7 @@ from .output import TaskOutput
 from .records import TaskRecord
 from .spec import TaskSpec
 from .states import TERMINAL as _TERMINAL
-from .states import TRANSITIONS, TaskState
+from .states import TRANSITIONS, USER_CANCEL, TaskState
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -201,7 +201,7 @@ class Task:
         ))
 
     # ---- acting --------------------------------------------------------
-    def cancel(self, reason: str = "cancelled") -> bool:
+    def cancel(self, reason: str = USER_CANCEL) -> bool:
         """Cancel the task; returns at once. False if it had already finished."""
         return self._executor.cancel(self, reason)
 

@@ -159,7 +159,7 @@ def _display_graph(graph: Any) -> bool:
     s = _current()
     if s is None:
         return False
-    line = f"[bg] graph {graph.name} {graph.status}" + (f": {text.graph_notice(graph)}" if graph.done() else "")
+    line = text.graph_notice(graph) if graph.done() else f"[bg] graph {graph.name} {graph.status}"
     s.display_graph(graph, line)
     return True
 

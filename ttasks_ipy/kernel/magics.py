@@ -176,6 +176,8 @@ def _refuse_misplaced(args: argparse.Namespace, kind: str) -> None:
         if value is not None and kind != "prompt":
             what = {"bash": "a command", "python": "Python"}.get(kind, kind)
             raise UsageError(f"%bg: {opt} goes with a prompt (?TEXT, --prompt or %%bg --prompt), not with {what}")
+    if args.service and args.stall is not None:
+        raise UsageError("%bg: a service has no stall detection (it may be quiet for hours): drop --stall or --service")
     if args.after is not None and not [k for k in args.after.split(",") if k.strip()]:
         raise UsageError("%bg: --after needs task names (--after NAME[,NAME]); drop it to start at once")
 
@@ -350,6 +352,10 @@ class BgMagics(Magics):
             for key in expand_text(args.after, self.shell.user_ns).split(","):
                 after.append(self._find(key.strip()))
         plan.quiet = bool(args.quiet)
+        old = self.session.find(spec.name) if spec.name and not args.replace else None
+        if old is not None and not old.state.terminal:
+            raise UsageError(f"%bg: a task named {spec.name!r} is {old.status}: choose another name, "
+                             "or add --replace to cancel it and start this one")
         try:
             return self.session.submit(spec, replace=args.replace, after=after, quiet=args.quiet, dispatch=plan)
         except QueueFull as e:
@@ -418,7 +424,7 @@ class BgMagics(Magics):
         if a.timeout is not None and a.wait is None:
             raise UsageError("%bg: --timeout with an action goes with --wait NAMES")
         if a.list:
-            print(text.task_table(self.session.tasks()))
+            print(text.task_table(self.session.tasks(), self.session.dispatches.facts))
             st = self.session.executor.statistics()
             if st.queued or st.lingering:
                 print(text.load_line(st))
@@ -462,7 +468,7 @@ class BgMagics(Magics):
 
     def _cancel(self, keys: list[str]) -> None:
         tasks = self._targets(keys, "cancel")
-        done = [t.label for t in tasks if (t.cancel() if isinstance(t, GraphRun) else t.cancel("cancelled by user"))]
+        done = [t.label for t in tasks if (t.cancel() if isinstance(t, GraphRun) else t.cancel())]
         skipped = [t.label for t in tasks if t.label not in done]
         msg = f"[bg] cancelled: {', '.join(done)}" if done else "[bg] nothing to cancel"
         if skipped:
@@ -520,7 +526,7 @@ class BgMagics(Magics):
 
     def _dashboard(self) -> Any:
         if not self.session.display_dashboard():
-            print(text.task_table(reversed(self.session.tasks())))
+            print(text.task_table(self.session.tasks(), self.session.dispatches.facts))  # as --list
         return None
 
 

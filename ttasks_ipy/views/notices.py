@@ -108,9 +108,12 @@ def _part(outcome: str, group: list[Notice]) -> str:
     mark = _MARK[outcome]
     if len(group) == 1:  # one of its kind: name it, and say why it went wrong
         n = group[0]
-        part = f"{mark} {n.label} {outcome}"
-        if n.reason and outcome in ("failed", "cancelled"):
-            part += f": {n.reason}"
+        if n.reason.startswith(outcome + " "):  # 'cancelled by user'
+            part = f"{mark} {n.label} {n.reason}"
+        else:
+            part = f"{mark} {n.label} {outcome}"
+            if n.reason and outcome in ("failed", "cancelled"):
+                part += f": {n.reason}"
     else:
         part = f"{mark} {len(group)} {outcome}"
         quiet_about = [n.label for n in group if not n.delivered]

@@ -5,8 +5,10 @@ display's ``text/plain`` (stable: no live values in start lines).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from wcwidth import wcswidth
 
 from ..core import Task, TaskState
 from .facts import NO_FACTS, TaskFacts
@@ -21,7 +23,8 @@ MARK = {
 
 
 def _short(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
+    """``text`` on one line of at most ``width`` characters; a script's line breaks show as ``⏎``."""
+    text = " ⏎ ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -55,7 +58,9 @@ def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), 
             line += " → " + ", ".join(delivered)
         line += where
     elif task.state is TaskState.CANCELLED:
-        line = f"{head} cancelled after {duration(task.elapsed)} ({task.reason})"
+        why = task.reason or "cancelled"
+        line = (f"{head} {why} after {duration(task.elapsed)}" if why.startswith("cancelled")
+                else f"{head} cancelled after {duration(task.elapsed)} ({why})")
     elif task.state is TaskState.BLOCKED:
         line = f"{head} never ran: {task.reason}"
     else:
@@ -114,8 +119,18 @@ def status_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     return f"[bg] {title(task, facts)} {task.status}{extra} {duration(task.elapsed)} ({task.kind}): {what}"
 
 
-def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
-    """The ``%bg --list`` table."""
+def status_and_reason(task: Task) -> str:
+    """``failed (exit status 3)``, ``cancelled by user``, ``succeeded``: the reason not repeating the status."""
+    status, reason = task.status, task.reason
+    if not reason or reason == status:
+        return status
+    if reason.startswith(status + " "):
+        return reason
+    return f"{status} ({reason})"
+
+
+def task_table(tasks: Iterable[Task], facts: Callable[[Task], TaskFacts] | None = None) -> str:
+    """The ``%bg --list`` table, one row per task in the order given; ``facts`` adds ``→ r`` targets."""
     rows = [("id", "name", "kind", "status", "elapsed", "reason")]
     for t in tasks:
         reason = t.reason if t.state.terminal and t.state is not TaskState.SUCCEEDED else ""
@@ -124,7 +139,7 @@ def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
         rows.append(
             (
                 str(t.id),
-                t.name or "",
+                " ".join(filter(None, [t.name, f"→ {out}" if facts is not None and (out := facts(t).out) else ""])),
                 t.kind,
                 t.status,
                 duration(t.elapsed) if t.started else "",
@@ -133,8 +148,15 @@ def task_table(tasks: Iterable[Task], now: float | None = None) -> str:
         )
     if len(rows) == 1:
         return "[bg] no tasks"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (wide CJK characters take two)."""
+    n = wcswidth(text)
+    return n if n >= 0 else len(text)  # a control character: count characters
 
 
 def load_line(stats: Any) -> str:
@@ -165,7 +187,7 @@ def _tail(text: str, n: int | None) -> tuple[str, int]:
 def log_text(task: Task, tail: int | None = LOG_TAIL) -> str:
     """What ``%bg --log`` shows: each retried attempt's reason, the last ``tail`` lines of stdout and of
     stderr (all with None, saying how many were left out and where the whole output is), the traceback."""
-    parts: list[str] = [f"[bg] {task.label}: {task.status}" + (f" ({task.reason})" if task.reason else "")]
+    parts: list[str] = [f"[bg] {task.label}: {status_and_reason(task)}"]
     for n, why in enumerate(task.attempt_reasons, 1):
         parts.append(f"[bg] attempt {n} failed: {why}")
     out, out_cut = _tail(task.output, tail)

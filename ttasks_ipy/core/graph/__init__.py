@@ -223,7 +223,7 @@ class UpstreamResult:
         return cls(
             name=name,
             status=task.status,
-            value=value,
+            value=task.spec.runner.dependency_value(value) if task.has_value else value,
             output=task.output,
             stderr=task.stderr,
             returncode=getattr(value, "returncode", None) if task.kind == "bash" else None,
@@ -332,6 +332,9 @@ class _NodeRunner(Runner):
 
     def run(self, ctx: TaskContext) -> Any:
         return self.resolve().run(ctx)
+
+    def dependency_value(self, value: Any) -> Any:
+        return self._inner.dependency_value(value) if self._inner is not None else value
 
     def describe(self) -> str:
         if self.node.describe:

@@ -21,7 +21,7 @@ import cloudpickle
 
 from ..errors import SpecError
 from ..spec import Runner
-from .python import TASK_BUILTINS, PyBody, compile_body
+from .python import TASK_BUILTINS, PyBody, compile_body, single_assigned
 
 if TYPE_CHECKING:
     from ..context import TaskContext
@@ -137,6 +137,11 @@ class PortablePython(Runner):
         self.names = None if names is None else list(names)
         self.inputs = check_picklable(bound, budget_bytes)
         self._body: PyBody | None = body
+
+    def dependency_value(self, value: Any) -> Any:
+        """As a thread's Python task: a statement that assigns one name gives that name's value."""
+        names = self.names if self.names is not None else (self._body.assigns if self._body is not None else ())
+        return single_assigned(value, self.is_expression, list(names))
 
     def describe(self) -> str:
         src = self.source.strip()

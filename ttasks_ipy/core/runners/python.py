@@ -15,7 +15,7 @@ import ctypes
 import inspect
 import linecache
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,10 @@ class PythonRunner(Runner):
     def describe(self) -> str:
         return self.body.source.strip().splitlines()[0] if self.body.source.strip() else ""
 
+    def dependency_value(self, value: Any) -> Any:
+        """A statement that assigns one name gives that name's value; other statements the dict of names."""
+        return single_assigned(value, self.body.is_expression, self.body.assigns)
+
     def run(self, ctx: TaskContext) -> Any:
         g = FallbackGlobals(self.bound, self.fallback)
         g.setdefault("__builtins__", TASK_BUILTINS)
@@ -167,6 +171,13 @@ class PythonRunner(Runner):
         value = _run_interruptibly(ctx, lambda: eval(body.code, g), body.is_async)
         self.assigned = {n: dict.__getitem__(g, n) for n in body.assigns if dict.__contains__(g, n)}
         return value if body.is_expression else dict(self.assigned)
+
+
+def single_assigned(value: Any, is_expression: bool, assigns: Sequence[str]) -> Any:
+    """The value of the one name a statement assigned (its dict of names otherwise; an expression's value as is)."""
+    if not is_expression and len(assigns) == 1 and isinstance(value, dict) and set(value) == set(assigns):
+        return value[assigns[0]]
+    return value
 
 
 def _run_interruptibly(ctx: TaskContext, call: Any, is_async: bool | None) -> Any:
