@@ -339,3 +339,16 @@ def test_a_statement_dependency_that_assigns_one_name_gives_its_value(ck):
     assert not r.stderr, r.stderr
     ck.value("deps.wait(10).ok")
     assert ck.value("total") == "(6, 2)"
+
+
+def test_a_graph_or_task_notice_is_not_repeated_by_its_handle_in_the_same_cell(ck):
+    ck.run("%%bgraph gonce\nstep: !sleep 0.2")
+    r = ck.run("gonce.wait(10)")  # the handle shows the notice; the cell's end does not say it again
+    assert r.all_text.count("graph gonce finished") == 1, r.all_text
+    r = ck.run("%bg --wait gonce\ngonce")
+    assert r.all_text.count("graph gonce finished") == 1, r.all_text
+    ck.run("ht = %bg -n tonce !sleep 0.2")
+    r = ck.run("%bg --wait tonce --timeout 10\nht")
+    # said once by the wait; its line in the cell above is updated in place; the handle adds nothing
+    assert r.stdout.count("tonce") == 1, r.stdout
+    assert not [m for m in r.messages if m["msg_type"] in ("execute_result", "display_data")], r.messages

@@ -141,8 +141,9 @@ def _display_handle(task: Any) -> bool:
     from ..views import text
 
     s = _current()
-    if s is not None and s.shown_in_this_cell(task):
-        return True
+    said = s is not None and task.done() and s.said_in_this_cell(task) and not s.widgets()
+    if s is not None and (s.shown_in_this_cell(task) or said):
+        return True  # on screen in this cell already (its start line or card, or its notice)
     if s is not None and s.widgets():
         from .. import views
 
@@ -159,8 +160,12 @@ def _display_graph(graph: Any) -> bool:
     s = _current()
     if s is None:
         return False
+    if graph.done() and s.said_in_this_cell(graph) and not s.widgets():
+        return True  # its notice is in this cell already: not said twice
     line = text.graph_notice(graph) if graph.done() else f"[bg] graph {graph.name} {graph.status}"
     s.display_graph(graph, line)
+    if graph.done() and not s.widgets():
+        s.note_said(graph)  # the cell's end does not say it again
     return True
 
 

@@ -505,7 +505,7 @@ class BgMagics(Magics):
             for g in graphs:
                 self.session.drop_pending(g)
                 if id(g) not in self.session.printed_now:
-                    print(text.graph_notice(g))
+                    self.session.answer(g, text.graph_notice(g))
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
         except KeyboardInterrupt:
@@ -519,7 +519,8 @@ class BgMagics(Magics):
             self.session.drop_pending(t)
             d = self.session.dispatches.get(t)
             if id(t) not in self.session.printed_now and not (d and d.graph):
-                print(text.notice(t, t.delivered, d.not_delivered if d else (), d.facts() if d else NO_FACTS))
+                self.session.answer(t, text.notice(t, t.delivered, d.not_delivered if d else (),
+                                                   d.facts() if d else NO_FACTS))
 
     def _services(self) -> list[Any]:
         return [t for t in self.session.executor.active() if getattr(t.spec, "service", False)]

@@ -57,6 +57,8 @@ class Session:
         self._batch: list[Notice] | None = None
         #: id() of the tasks and graphs whose notice was printed since the caller last cleared it (a wait's answer)
         self.printed_now: set[int] = set()
+        #: the cell (``cell_seq``) in which each task's or graph's notice was last said, by id()
+        self._said: dict[int, int] = {}
         self._pool: Any = None
         self._shown_in_cell: dict[int, int] = {}
         self._unsubscribe = self.executor.bus.subscribe(self._on_event, _FINAL)
@@ -242,9 +244,10 @@ class Session:
             self._pending[id(obj)] = notice
 
     def _say(self, obj: Any, notice: Notice) -> None:
-        if not self.config.notices or notice.silent:
+        if not self.config.notices or notice.silent or self.said_in_this_cell(obj):
             return
         self.printed_now.add(id(obj))
+        self._said[id(obj)] = self.cell_seq
         if self._batch is not None:
             self._batch.append(notice)  # said with the others at the end of this boundary
         else:
@@ -308,6 +311,7 @@ class Session:
             # line typed runs (the prompt's own delivery may not have had its turn yet)
             self._boundary()
         self.cell_seq += 1
+        self._said.clear()  # only the running cell's are asked about
         self.delivery.cell_running = True
 
     def post_run_cell(self, *_: Any) -> None:
@@ -315,6 +319,19 @@ class Session:
             self._boundary()
         finally:
             self.delivery.cell_running = False
+
+    def answer(self, obj: Any, line: str) -> None:
+        """Print a wait's answer about ``obj`` (its notice), noting that this cell said it."""
+        print(line)
+        self.note_said(obj)
+
+    def note_said(self, obj: Any) -> None:
+        """Note that the running cell showed the notice of ``obj`` (its end does not repeat it)."""
+        self._said[id(obj)] = self.cell_seq
+
+    def said_in_this_cell(self, obj: Any) -> bool:
+        """Whether the running cell already printed the notice of ``obj`` (its handle need not repeat it)."""
+        return self.delivery.cell_running and self._said.get(id(obj)) == self.cell_seq
 
     def drop_pending(self, obj: Any) -> None:
         """Forget the waiting notice of ``obj`` (a wait in this cell has answered for it)."""
