@@ -1,4 +1,4 @@
-"""Helpers for the real-browser test: a JupyterLab server on 127.0.0.1 and Debian's Chromium via Playwright.
+"""Helpers for the real-browser test: a JupyterLab or Notebook 7 server on 127.0.0.1, Debian's Chromium via Playwright.
 
 Recipe (FIELD-NOTES, "A real browser"): ``jupyter lab --no-browser`` on a
 free port with a token, Chromium at ``/usr/bin/chromium`` (``.ci/install-browser.sh``),
@@ -41,7 +41,7 @@ def missing() -> str | None:
     """Why the browser test cannot run here, or None if it can."""
     if not Path(CHROMIUM).exists():
         return f"{CHROMIUM} is missing: run `bash .ci/install-browser.sh` as root"
-    for module in ("playwright", "jupyterlab"):
+    for module in ("playwright", "jupyterlab", "notebook"):
         try:
             __import__(module)
         except ImportError:
@@ -55,10 +55,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Lab:
-    """A running JupyterLab server."""
+#: the frontends checked: the module that serves each
+FRONTENDS = {"jupyterlab": "jupyterlab", "notebook7": "notebook"}
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, token: str, root: Path, log: Path) -> None:
+
+class Lab:
+    """A running JupyterLab or Notebook 7 server (``frontend``: a key of ``FRONTENDS``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, token: str, root: Path, log: Path,
+                 frontend: str = "jupyterlab") -> None:
+        self.frontend = frontend
         self.proc = proc
         self.port = port
         self.token = token
@@ -66,7 +72,9 @@ class Lab:
         self.log = log
 
     def url(self, notebook: str) -> str:
-        """The address that opens ``notebook`` in a fresh workspace."""
+        """The address that opens ``notebook`` (in JupyterLab, in a fresh workspace)."""
+        if self.frontend == "notebook7":
+            return f"http://127.0.0.1:{self.port}/notebooks/{notebook}?token={self.token}"
         return f"http://127.0.0.1:{self.port}/lab/workspaces/t{secrets.token_hex(4)}/tree/{notebook}?token={self.token}&reset"
 
     def api(self, path: str) -> Any:
@@ -79,8 +87,8 @@ class Lab:
 
 
 @contextmanager
-def jupyter_lab(root: Path, log: Path, timeout: float = 60) -> Iterator[Lab]:
-    """Serve ``root`` with JupyterLab on 127.0.0.1; stop it (and its kernels) afterwards."""
+def jupyter_lab(root: Path, log: Path, timeout: float = 60, frontend: str = "jupyterlab") -> Iterator[Lab]:
+    """Serve ``root`` with JupyterLab or Notebook 7 on 127.0.0.1; stop it (and its kernels) afterwards."""
     port, token = _free_port(), secrets.token_hex(16)
     settings = root.parent / (root.name + "-settings")
     news = settings / "@jupyterlab" / "apputils-extension"
@@ -94,13 +102,13 @@ def jupyter_lab(root: Path, log: Path, timeout: float = 60) -> Iterator[Lab]:
         JUPYTERLAB_WORKSPACES_DIR=str(root.parent / (root.name + "-workspaces")),
     )
     cmd = [
-        sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+        sys.executable, "-m", FRONTENDS[frontend], "--no-browser", "--ip=127.0.0.1", f"--port={port}",
         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--allow-root",
         "--ServerApp.open_browser=False",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    lab = Lab(proc, port, token, root, log)
+    lab = Lab(proc, port, token, root, log, frontend)
     try:
         end = time.monotonic() + timeout
         while True:
@@ -139,4 +147,4 @@ def copy_notebook(src: Path, root: Path) -> str:
     return src.name
 
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "NB", "Lab", "copy_notebook", "jupyter_lab", "missing"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "FRONTENDS", "NB", "Lab", "copy_notebook", "jupyter_lab", "missing"]

@@ -1,12 +1,13 @@
-"""The widgets in a real browser: JupyterLab on 127.0.0.1, Debian's Chromium driven by Playwright.
+"""The widgets in a real browser: JupyterLab and Notebook 7 on 127.0.0.1, Debian's Chromium driven by Playwright.
 
-Runs ``notebooks/widgets.ipynb`` cell by cell and checks what a person sees:
-the progress bar advances, the output tail appears (escaped, stderr told
-apart), Cancel turns the card cancelled, the other cards finish, the
-dashboard lists them. Screenshots go to ``artifacts/browser/``.
+Runs ``notebooks/widgets.ipynb`` cell by cell in each frontend and checks what
+a person sees: the progress bar advances, the output tail appears (escaped,
+stderr told apart), Cancel turns the card cancelled, the other cards finish,
+the dashboard lists them, the graph view colours its nodes. Screenshots go to
+``artifacts/browser/<frontend>/``.
 
 Needs ``/usr/bin/chromium`` (``bash .ci/install-browser.sh`` as root) and the
-test extras (``playwright``, ``jupyterlab``). Skipped with the reason when they
+test extras (``playwright``, ``jupyterlab``, ``notebook``). Skipped with the reason when they
 are missing, except under CI (``CI`` set) once ``pyproject.toml`` declares
 them: then that is a failure.
 """
@@ -20,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from .lab import CHROMIUM, CHROMIUM_ARGS, NB, Lab, copy_notebook, jupyter_lab, missing
+from .lab import CHROMIUM, CHROMIUM_ARGS, FRONTENDS, NB, Lab, copy_notebook, jupyter_lab, missing
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "notebooks" / "widgets.ipynb"
-ARTIFACTS = REPO / "artifacts" / "browser"
+ARTIFACTS_ROOT = REPO / "artifacts" / "browser"
 
 _why = missing()
 if _why and os.environ.get("CI") and "playwright" in (REPO / "pyproject.toml").read_text():
@@ -36,17 +37,37 @@ BODY = ".ttasks-card-body[data-task='{}']"
 CARD = NB + " " + BODY
 
 
+def _kernel_ready(page: Any, lab: Lab, timeout: float) -> None:
+    """The page's kernel is connected and idle: the server counts the page's connection, the toolbar says idle."""
+    deadline = time.monotonic() + timeout
+    while not any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in lab.api("kernels")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no connected idle kernel in {timeout}s: {lab.api('kernels')}")
+        time.sleep(0.2)  # the server has no event for a client's connection: poll its API
+    if lab.frontend == "jupyterlab":
+        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout * 1000)
+    page.locator(f"{NB} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=timeout * 1000)
+
+
+def _artifacts(page: Any) -> Path:
+    """Where this frontend's screenshots go."""
+    return ARTIFACTS_ROOT / page.frontend
+
+
 def _row(page: Any, task: str) -> Any:
     """The card's row (HBox): stable while its HTML is replaced by updates."""
     return page.locator(f"{NB} .ttasks-card").filter(has=page.locator(BODY.format(task)))
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    root = tmp_path_factory.mktemp("lab")
+@pytest.fixture(scope="module", params=list(FRONTENDS))
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A server of each frontend in turn (JupyterLab, then Notebook 7), serving a copy of the notebook."""
+    frontend = request.param
+    artifacts = ARTIFACTS_ROOT / frontend
+    artifacts.mkdir(parents=True, exist_ok=True)
+    root = tmp_path_factory.mktemp(frontend)
     copy_notebook(NOTEBOOK, root)
-    with jupyter_lab(root, ARTIFACTS / "jupyterlab.log") as server:
+    with jupyter_lab(root, artifacts / "server.log", frontend=frontend) as server:
         yield server
 
 
@@ -61,7 +82,9 @@ def page(lab: Lab) -> Iterator[Any]:
             pg.set_default_timeout(20_000)
             # a first load of JupyterLab on a busy 2-core machine has taken most of a minute
             pg.goto(lab.url(NOTEBOOK.name), timeout=90_000)
-            pg.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=90_000)
+            _kernel_ready(pg, lab, 90)
+            pg.frontend = lab.frontend  # where _artifacts() puts its screenshots
+            pg.lab = lab
             yield pg
         finally:
             browser.close()
@@ -82,7 +105,7 @@ def test_cards_progress_tail_cancel(page: Any) -> None:
     try:
         _cards_progress_tail_cancel(page)
     except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "failure.png"), full_page=True)
+        page.screenshot(path=str(_artifacts(page) / "failure.png"), full_page=True)
         raise
 
 
@@ -129,8 +152,8 @@ def _cards_progress_tail_cancel(page: Any) -> None:
     train_card = _row(page, "train")
     train_card.scroll_into_view_if_needed()
     expect(tail.locator(".ttasks-stderr")).to_contain_text("%|")  # the bar is drawn (not mid-redraw)
-    page.screenshot(path=str(ARTIFACTS / "running.png"), full_page=False)
-    train_card.screenshot(path=str(ARTIFACTS / "card-running.png"))
+    page.screenshot(path=str(_artifacts(page) / "running.png"), full_page=False)
+    train_card.screenshot(path=str(_artifacts(page) / "card-running.png"))
 
     # Cancel really cancels, and the card says so
     button = train_card.locator("button")
@@ -141,10 +164,10 @@ def _cards_progress_tail_cancel(page: Any) -> None:
     expect(button).to_be_hidden()
     expect(dash.locator(".ttasks-row[data-status='cancelled']")).to_have_count(1)
     page.locator(f"{NB} .jp-Cell").nth(3).scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "finished.png"), full_page=False)
+    page.screenshot(path=str(_artifacts(page) / "finished.png"), full_page=False)
     for name in ("train", "fit", "load"):
-        _row(page, name).screenshot(path=str(ARTIFACTS / f"card-{name}.png"))
-    dash.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+        _row(page, name).screenshot(path=str(_artifacts(page) / f"card-{name}.png"))
+    dash.screenshot(path=str(_artifacts(page) / "dashboard.png"))
     assert time.monotonic() - started < 60
 
 
@@ -156,7 +179,7 @@ def test_graph_colours(page: Any) -> None:
     try:
         _graph_colours(page)
     except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "failure-graph.png"), full_page=True)
+        page.screenshot(path=str(_artifacts(page) / "failure-graph.png"), full_page=True)
         raise
 
 
@@ -174,7 +197,7 @@ def _graph_colours(page: Any) -> None:
     expect(_node(page, "build")).to_have_attribute("data-status", "running", timeout=15_000)
     running_fill = _node(page, "build").locator("rect").get_attribute("fill")
     expect(_node(page, "deploy")).to_have_attribute("data-status", "pending")
-    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(ARTIFACTS / "graph-running.png"))
+    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-running.png"))
 
     expect(graph).to_have_attribute("data-status", "done", timeout=20_000)
     expect(graph).to_have_attribute("data-ok", "false")
@@ -186,4 +209,52 @@ def _graph_colours(page: Any) -> None:
     }
     assert _node(page, "build").locator("rect").get_attribute("fill") != running_fill  # the colour changed
     expect(graph).to_contain_text("not ok")
-    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(ARTIFACTS / "graph-done.png"))
+    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-done.png"))
+
+
+def _new_cell(page: Any, code: str) -> None:
+    """Add a code cell at the end of the notebook, type ``code`` into it and run it."""
+    page.locator(f"{NB} .jp-Cell").last.click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # a new cell below, in command mode
+    page.keyboard.press("Enter")  # into its editor
+    page.keyboard.type(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def _saved(lab: Lab, name: str, needle: str, timeout: float = 20) -> None:
+    """The notebook file the server writes contains ``needle`` (a save has landed), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while needle not in (lab.root / name).read_text():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} was not saved with {needle!r} in {timeout}s")
+        time.sleep(0.2)  # the server has no event for "saved": poll the file
+
+
+def test_a_reload_brings_running_cards_back_live(page: Any) -> None:
+    try:
+        _reload(page)
+    except BaseException:
+        page.screenshot(path=str(_artifacts(page) / "failure-reload.png"), full_page=True)
+        raise
+
+
+def _reload(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    ticks = " ".join(str(i) for i in range(1, 41))
+    _new_cell(page, f"%bg -n slowly -o so !for i in {ticks}; do echo tick $i; sleep 0.1; done")
+    card = page.locator(CARD.format("slowly"))
+    expect(card).to_have_attribute("data-status", "running", timeout=15_000)
+    expect(card.locator(".ttasks-tail")).to_contain_text("tick")
+    page.keyboard.press("Control+s")  # a reload shows what was saved, as it does for a person
+    _saved(page.lab, NOTEBOOK.name, "slowly")
+    page.reload()
+    _kernel_ready(page, page.lab, 60)
+    # the card comes back from the kernel's widget models, and goes on to its end
+    card = page.locator(CARD.format("slowly"))
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(card.locator(".ttasks-tail")).to_contain_text("tick 40")
+    _row(page, "slowly").screenshot(path=str(_artifacts(page) / "card-after-reload.png"))
+    _new_cell(page, "print('delivered:', so.returncode, so.output.split()[-1])")
+    expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("delivered: 0 40")
