@@ -13,6 +13,7 @@ them: then that is a failure.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -47,6 +48,16 @@ def _kernel_ready(page: Any, lab: Lab, timeout: float) -> None:
     if lab.frontend == "jupyterlab":
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout * 1000)
     page.locator(f"{NB} .jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(timeout=timeout * 1000)
+
+
+@contextlib.contextmanager
+def _screenshot_on_failure(page: Any, name: str) -> Iterator[None]:
+    """A full-page screenshot ``name`` in this frontend's artefacts when the block fails."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(_artifacts(page) / name), full_page=True)
+        raise
 
 
 def _artifacts(page: Any) -> Path:
@@ -102,11 +113,8 @@ def _percent(page: Any, task: str) -> float:
 
 
 def test_cards_progress_tail_cancel(page: Any) -> None:
-    try:
+    with _screenshot_on_failure(page, "failure.png"):
         _cards_progress_tail_cancel(page)
-    except BaseException:
-        page.screenshot(path=str(_artifacts(page) / "failure.png"), full_page=True)
-        raise
 
 
 def _cards_progress_tail_cancel(page: Any) -> None:
@@ -176,11 +184,8 @@ def test_graph_colours(page: Any) -> None:
         import ttasks_ipy.core.graph  # noqa: F401
     except ImportError:
         pytest.skip("the task graph (issue 4) has not landed: ttasks_ipy.core.graph is missing")
-    try:
+    with _screenshot_on_failure(page, "failure-graph.png"):
         _graph_colours(page)
-    except BaseException:
-        page.screenshot(path=str(_artifacts(page) / "failure-graph.png"), full_page=True)
-        raise
 
 
 def _node(page: Any, name: str) -> Any:
@@ -232,11 +237,8 @@ def _saved(lab: Lab, name: str, needle: str, timeout: float = 20) -> None:
 
 
 def test_a_reload_brings_running_cards_back_live(page: Any) -> None:
-    try:
+    with _screenshot_on_failure(page, "failure-reload.png"):
         _reload(page)
-    except BaseException:
-        page.screenshot(path=str(_artifacts(page) / "failure-reload.png"), full_page=True)
-        raise
 
 
 def _reload(page: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..core import Task, TaskState
 from . import text
 from .facts import NO_FACTS, TaskFacts
+from .style import shorten
 
 #: how a notice's thing ended, in the order a grouped line says them
 OUTCOMES = ("finished", "failed", "cancelled", "never ran", "ready")
@@ -26,6 +27,8 @@ _STATE_OUTCOME = {
     TaskState.CANCELLED: "cancelled",
     TaskState.BLOCKED: "never ran",
 }
+#: how much of a failure's reason a grouped line keeps
+_REASON_WIDTH = 60
 #: a list of names longer than this is shown as its first and last
 _LIST_MAX = 5
 
@@ -67,14 +70,15 @@ def task_notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] =
     reason = (task.error or task.reason or "") if outcome != "finished" else ""
     where = text.kept_where(task, list(kept), facts) if kept else ""
     return Notice(text.notice(task, delivered, kept, facts), outcome, task.label, delivered, kept, where,
-                  _short(reason), quiet, task.label)
+                  shorten(reason, _REASON_WIDTH), quiet, task.label)
 
 
 def graph_notice(graph: Any) -> Notice:
     """The notice of a finished run of a graph."""
     delivered = tuple(n for t in graph.tasks.values() for n in t.delivered)
+    reason = shorten(graph.error or "", _REASON_WIDTH) if not graph.ok else ""
     return Notice(text.graph_notice(graph), "finished" if graph.ok else "failed", f"graph {graph.name}",
-                  delivered, reason=_short(graph.error or "") if not graph.ok else "", log_key=graph.name)
+                  delivered, reason=reason, log_key=graph.name)
 
 
 def ready_notice(task: Task, *, quiet: bool = False) -> Notice:
@@ -131,11 +135,6 @@ def _names(names: list[str]) -> str:
     if len(names) <= _LIST_MAX:
         return ", ".join(names)
     return f"{names[0]} … {names[-1]}"
-
-
-def _short(reason: str, width: int = 60) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= width else reason[: width - 1] + "…"
 
 
 __all__ = ["OUTCOMES", "Notice", "graph_notice", "group_line", "ready_notice", "task_notice"]
