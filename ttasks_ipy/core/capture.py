@@ -18,6 +18,11 @@ from typing import Any
 _local = threading.local()
 _lock = threading.Lock()
 _installed = 0
+#: every router ever put in place, kept alive for good. ``print()`` before CPython 3.13 holds
+#: ``sys.stdout`` as a borrowed reference while it writes, so a router dropped by ``uninstall``
+#: on one thread while another thread prints through it was freed under that print and
+#: crashed the interpreter (python/cpython#130163). One router per original stream, reused.
+_kept: dict[tuple[str, int], _Router] = {}
 
 
 class _Router:
@@ -71,8 +76,17 @@ def install() -> None:
     with _lock:
         _installed += 1
         if _installed == 1:
-            sys.stdout = _Router("stdout", sys.stdout)
-            sys.stderr = _Router("stderr", sys.stderr)
+            sys.stdout = _router("stdout", sys.stdout)
+            sys.stderr = _router("stderr", sys.stderr)
+
+
+def _router(name: str, original: Any) -> _Router:
+    if isinstance(original, _Router):
+        return original
+    router = _kept.get((name, id(original)))
+    if router is None or router._original is not original:
+        router = _kept[(name, id(original))] = _Router(name, original)
+    return router
 
 
 def uninstall() -> None:
