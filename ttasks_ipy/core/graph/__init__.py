@@ -8,7 +8,7 @@ cancelled or waited for. The scheduler then follows the ``graphlib`` loop:
 the counts of its dependents).
 
 State of the scheduler, in prose (one ``_Run`` per start or rerun, touched
-only by that run's scheduler thread):
+only by the thread that holds the run's ``drain`` lock):
 
 - ``left[i]``: how many dependencies of node ``i`` in this run have not
   finished yet; ``bad[i]``: the names of those that finished without success.
@@ -19,9 +19,10 @@ only by that run's scheduler thread):
   ``unfinished``: how many nodes of the run have not finished.
 
 Every task's done-callback puts ``(DONE, generation, index)`` on one queue;
-``cancel()`` and the graph timeout put ``(STOP, ...)``. The scheduler thread
-drains that queue, so each event costs O(its node's dependents) and a whole
-run costs O(tasks + edges). When a node's count reaches zero it is decided:
+``cancel()`` and the graph timeout put ``(STOP, ...)``. Whichever thread fed
+the queue drains it (the caller of ``start()`` for the roots, else the thread
+that ended a task), one at a time, so each event costs O(its node's
+dependents) and a whole run costs O(tasks + edges). When a node's count reaches zero it is decided:
 a ``finally`` node is released whatever its dependencies did; another node is
 released if all dependencies succeeded, else ``block``ed with ``blocked_by``
 (its own dependents are then blocked in turn, as each block is a done event).
@@ -317,7 +318,7 @@ class _NodeRunner(Runner):
         return self._inner
 
     def prepare(self, upstream: Upstream) -> None:
-        """Build the runner for this release (called on the scheduler thread)."""
+        """Build the runner for this release (called by the scheduling step)."""
         try:
             self._inner, self._error = self.node.build(upstream), None
         except Exception as e:
@@ -391,8 +392,8 @@ class _Run:
 class GraphRun:
     """A graph of tasks running in the background: the handle a cell keeps.
 
-    ``start()`` submits every task and returns at once; the graph's own
-    scheduler thread releases tasks as their dependencies finish. Read
+    ``start()`` submits every task, releases the roots and returns at once;
+    each task's end releases its dependents, on the thread that ended it. Read
     ``status`` ('pending', 'running', 'done'), ``ok`` (False until done, then
     True iff every required task succeeded), ``reason``, ``error``,
     ``statistics()``; address tasks as ``graph["test"]``, ``graph.test`` or
@@ -410,7 +411,7 @@ class GraphRun:
         "executor", "name", "nodes", "timeout", "max_parallel", "_index", "_succ", "_order", "_specs",
         "_runners", "_tasks", "_lock", "_status", "_ok", "_reason", "_gen", "_run", "_done", "_callbacks",
         "_listeners",
-        "_started", "_finished", "_thread", "_on_submit",
+        "_started", "_finished", "_on_submit",
     )
 
     def __init__(
@@ -471,7 +472,6 @@ class GraphRun:
         self._listeners: list[Callable[[GraphRun], None]] = []
         self._started: float | None = None
         self._finished: float | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- starting ------------------------------------------------------
     def start(self) -> GraphRun:
@@ -509,20 +509,23 @@ class GraphRun:
         return run
 
     def _launch(self, run: _Run) -> None:
-        """Start ``run``: done-callbacks, the graph timeout, the scheduler thread."""
+        """Start ``run``: done-callbacks, the graph timeout, then the first scheduling step here.
+
+        The first step (count dependencies, release the roots) costs O(nodes)
+        and starts nothing that blocks, so it runs on the caller's thread; a
+        thread of its own cost more than a small graph's whole run.
+        """
         for i in run.members:
             self._tasks[i].add_done_callback(lambda _t, i=i, g=run.gen: self._feed(run, (_DONE, g, i)))
         if self.timeout is not None:
             run.timer = self.executor.timers.schedule(
                 self.timeout, lambda: self._stop(run, f"graph {self.name} timed out after {self.timeout:g}s")
             )
-        self._thread = threading.Thread(target=self._schedule, args=(run,), name=f"ttasks-graph-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+        self._schedule(run)
 
-    # ---- the scheduler thread ------------------------------------------
+    # ---- scheduling ----------------------------------------------------
     def _schedule(self, run: _Run) -> None:
-        """The graph's thread: decide the roots, then hand the loop to whoever feeds it."""
+        """Decide the roots, then hand the loop to whoever feeds it."""
         with run.drain:
             try:
                 self._prepare(run)
