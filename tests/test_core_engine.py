@@ -150,7 +150,8 @@ def test_stall_is_marked_and_cleared(ex):
     assert ev.data["stalled"] is True
     t.wait(10)
     stalls = [e.data["stalled"] for e in rec.events if e.task is t and e.kind is EventKind.STALLED]
-    assert stalls == [True, False]
+    # marked in the quiet 0.6 s, cleared by "b" (on a busy machine "a" itself can come after 0.2 s: a pair more)
+    assert len(stalls) in (2, 4) and stalls == [True, False] * (len(stalls) // 2), stalls
     assert t.status == "succeeded"
 
 
