@@ -3,12 +3,8 @@
 Pool state, in prose: jobs wait in one ``SimpleQueue``; ``_idle`` is a
 semaphore with one token per thread waiting on that queue. ``submit`` puts
 the job on the queue and takes a token; when there is none, it starts a new
-thread. A job submitted by a pool thread while it reports the end of its own
-job (the executor starts the next queued task from there) is handed to that
-thread instead, which runs it as soon as the report returns: a chain of
-tasks through a full cap then costs no thread wake-up per task. A thread
-that has waited ``idle_timeout`` seconds without work takes its own token
-back and exits; if it cannot (a ``submit`` has just claimed
+thread. A thread that has waited ``idle_timeout`` seconds without work takes
+its own token back and exits; if it cannot (a ``submit`` has just claimed
 it), a job is on its way and it waits again. The executor bounds how many
 jobs run at once, so the pool never holds more threads than that plus the
 slotless jobs (prompts, services) and the attempts still finishing after a
@@ -42,14 +38,6 @@ class _ThreadJob(JobHandle):
         self.ctx = ctx
 
 
-class _Here(threading.local):
-    """Per pool thread: whether a job submitted from this thread now is handed to it, and that job."""
-
-    accepting = False
-    freed = True
-    next: _ThreadJob | None = None
-
-
 class ThreadBackend(Backend):
     """Runs each job on a thread of a pool that grows on demand and shrinks when idle."""
 
@@ -65,17 +53,11 @@ class ThreadBackend(Backend):
         self._running = 0
         self._submitted = 0
         self._closed = False
-        self._here = _Here()
 
     def submit(self, job: Job, events: JobEvents) -> JobHandle:
         ctx = TaskContext(job.label, job.attempt, events, task_id=job.task_id, store=job.store,
                           services=job.services)
         handle = _ThreadJob(job, events, ctx)
-        here = self._here
-        if here.accepting:  # submitted while this pool thread reports its job's end: it runs this one next
-            here.accepting = False
-            here.next = handle
-            return handle
         self._queue.put(handle)
         if not self._idle.acquire(blocking=False):
             with self._lock:
@@ -89,7 +71,7 @@ class ThreadBackend(Backend):
         handle.ctx.cancel()
 
     def _work(self) -> None:
-        q, idle, here = self._queue, self._idle, self._here
+        q, idle = self._queue, self._idle
         while True:
             try:
                 item = q.get(timeout=self.idle_timeout)
@@ -97,36 +79,27 @@ class ThreadBackend(Backend):
                 if idle.acquire(blocking=False):
                     break  # took our own token back: nobody counts on this thread
                 continue  # a submit claimed us: its job is on the way
-            while item is not _STOP:
-                self._run(item, here)
-                item = here.next
-                here.accepting, here.next = False, None
-                if item is None:
-                    idle.release()  # from now on this thread takes work from the queue
-                    break
-            else:
+            if item is _STOP:
                 break
+            freed = [False]
+
+            def free(freed: list[bool] = freed) -> None:  # this thread takes work again from here
+                if not freed[0]:
+                    freed[0] = True
+                    with self._lock:
+                        self._running -= 1
+                    idle.release()
+
+            try:
+                with self._lock:
+                    self._running += 1
+                    self._submitted += 1
+                run_job(item.job, item.ctx, item.events, free)
+            except BaseException:  # noqa: BLE001 - a late cancel exception must not end a pooled thread
+                log.debug("a job's thread caught a late exception", exc_info=True)
+            free()
         with self._lock:
             self._threads -= 1
-
-    def _run(self, item: _ThreadJob, here: _Here) -> None:
-        """Run one job; the first job submitted from its end, on this thread, is handed to this thread."""
-        def free() -> None:  # the job's work is over: its end is reported next
-            if not here.freed:
-                here.freed = True
-                with self._lock:
-                    self._running -= 1
-                here.accepting = True
-
-        here.freed = False
-        try:
-            with self._lock:
-                self._running += 1
-                self._submitted += 1
-            run_job(item.job, item.ctx, item.events, free)
-        except BaseException:  # noqa: BLE001 - a late cancel exception must not end a pooled thread
-            log.debug("a job's thread caught a late exception", exc_info=True)
-        free()
 
     def shutdown(self) -> None:
         with self._lock:
