@@ -412,3 +412,10 @@ def test_cancel_is_not_swallowed_by_except_exception(ex):
     rec.wait_for(EventKind.STARTED, t)
     t.cancel()
     wait_until(lambda: ex.statistics().lingering == 0, 5, "the loop was stopped")
+
+
+def test_a_command_that_starts_with_a_dash_is_a_command_not_a_shell_option(ex):
+    t = ex.submit(TaskSpec(BashRunner("-x; echo after")))
+    assert t.wait(10)
+    assert "-x: command not found" in t.result.stderr
+    assert t.result.output == "after\n"
