@@ -94,7 +94,8 @@ class DaskBackend(Backend):
         self._lost = 0
         self._closed = False
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._signals = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-signal")
+        self._signals = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-signal")  # cancels
+        self._fetches = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-fetch")  # large values
         self._drain_thread = threading.Thread(target=self._drain, name="ttasks-dask-drain", daemon=True)
         self._drain_thread.start()
         client.subscribe_topic(self.topic, self._inbox.put)
@@ -154,6 +155,7 @@ class DaskBackend(Backend):
                 pass
         self._inbox.put(_STOP)
         self._signals.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown(wait=False, cancel_futures=True)
         try:
             self.client.close(timeout=5)
         except Exception:
@@ -228,7 +230,7 @@ class DaskBackend(Backend):
                 if body.get("where"):
                     self._placed(handle, body["where"])
                 if handle.future is not None:
-                    self._signal(self._fetch, handle, handle.future)  # a large value: fetched off the drain
+                    self._fetch_later(handle, handle.future)  # a large value: fetched off the drain
             else:
                 self._complete(handle, body)
         if msg.get("action") == "remove-worker":
@@ -264,7 +266,7 @@ class DaskBackend(Backend):
             return
         status = future.status
         if status == "finished":
-            self._signal(self._fetch, handle, future)  # a large value: fetched off the drain
+            self._fetch_later(handle, future)
         elif status == "cancelled":
             if handle.cancelling:
                 self._end(handle, error=TaskCancelled("cancelled"))
@@ -276,6 +278,12 @@ class DaskBackend(Backend):
             except Exception as e:
                 exc = e
             self._end(handle, error=_dask_error(exc))
+
+    def _fetch_later(self, handle: DaskJob, future: Any) -> None:
+        try:
+            self._fetches.submit(self._fetch, handle, future)
+        except RuntimeError:  # shut down
+            pass
 
     def _fetch(self, handle: DaskJob, future: Any) -> None:
         try:
@@ -293,7 +301,8 @@ class DaskBackend(Backend):
         for handle in lost:
             if self._end(handle, error=WorkerDied(f"lost (worker {address})")):
                 handle.cancelling = True
-                self._signal(self._stop, handle)  # Dask would run it again elsewhere
+                handle.address = None  # gone: the cancel goes to every worker, where Dask may run it again
+                self._signal(self._stop, handle)
 
     # ---- ending a job, once ---------------------------------------------
     def _take(self, handle: DaskJob) -> bool:
@@ -334,17 +343,18 @@ class DaskBackend(Backend):
             pass
 
     def _stop(self, handle: DaskJob) -> None:
+        """The future first (a queued job never starts, a lost one is not run again), then the running work."""
         future = handle.future
-        workers = [handle.address] if handle.address else None
-        try:
-            self.client.run(cancel_job, handle.key, workers=workers, on_error="ignore")
-        except Exception:
-            log.debug("the cancel of %s did not reach its worker", handle.key, exc_info=True)
         if future is not None:
             try:
                 future.cancel()
             except Exception:
                 log.debug("cancelling the future of %s failed", handle.key, exc_info=True)
+        workers = [handle.address] if handle.address else None
+        try:
+            self.client.run(cancel_job, handle.key, workers=workers, on_error="ignore")
+        except Exception:
+            log.debug("the cancel of %s did not reach its worker", handle.key, exc_info=True)
         if not handle.done and future is None:
             self._end(handle, error=TaskCancelled("cancelled"))
 
