@@ -114,6 +114,7 @@ def test_cancel_ends_a_running_command_tree_on_the_worker(ex: Executor) -> None:
     t = command(ex, "sleep 300 & echo $$ $!; wait")
     wait_until(lambda: t.output_buffer.read("stdout").strip() != "", 30, "the command started")
     sid, child = (int(x) for x in t.output_buffer.read("stdout").split())
+    wait_until(lambda: t.pid == sid, 10, "the command's pid known here (a worker on this machine)")
     assert t.cancel()
     t.wait(10)
     assert t.state is TaskState.CANCELLED and t.reason == "cancelled by user"
@@ -190,3 +191,27 @@ def test_a_killed_worker_fails_its_task_as_lost_or_retries_it(ex: Executor, dask
         if os.path.exists(mark):
             os.unlink(mark)
     wait_until(lambda: len(dask_backend.client.scheduler_info()["workers"]) == 2, 60, "the nanny restarted the worker")
+
+
+def test_the_card_names_the_worker_and_links_the_dashboard(ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
+    from ttasks_ipy.views import task_card
+
+    go = tmp_path / "go"
+    t = command(ex, f"echo up; while [ ! -e {go} ]; do sleep 0.02; done")
+    wait_until(lambda: t.where is not None, 30, "the task placed")
+    html = task_card(t).render(t)
+    assert 'on <span style="font-family:' in html and ">Dask worker tcp://127.0.0.1:" in html
+    assert dask_backend.dashboard and f'<a href="{dask_backend.dashboard}" target="_blank"' in html
+    go.touch()
+    t.wait(30)
+
+
+def test_without_dask_installed_a_dask_task_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ttasks_ipy.core.backends.dask import connect
+    from ttasks_ipy.core.errors import BackendUnavailable
+
+    monkeypatch.setitem(__import__("sys").modules, "distributed", None)
+    with pytest.raises(BackendUnavailable) as info:
+        connect("")
+    assert str(info.value) == ("Dask tasks need dask.distributed, which is not installed: "
+                               "pip install 'ttasks_ipy[dask]'")

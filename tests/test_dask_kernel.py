@@ -166,3 +166,21 @@ def test_an_address_that_answers_nothing_is_one_line_and_starts_nothing(kernel: 
     kernel.run(f"%config TTasks.dask_address = {scheduler!r}\n%config TTasks.dask_timeout = 10")
     kernel.run("%bg --dask -o v 1 + 1\n%bg --wait")
     assert kernel.value("v") == "2"
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("%bg --dask --local x = 1", "%bg: --dask and --local say different places: give one"),
+    ("%bg --dask --process x = 1", "%bg: --dask and --process say different places: give one"),
+    ("%bg --dask ?what is 2 + 2", "%bg: a prompt runs here (it waits on the network, not the CPU): drop --dask"),
+    ("%%bg --dask --local\nx = 1", "%bg: --dask and --local say different places: give one"),
+    ("%%bgraph g --dask --local\na: 1", "%%bgraph: --dask and --local say different places: give one"),
+    ("%%bgraph g --dask\na process local: 1", "%%bgraph g: line 2: task a says both process and local: give one"),
+    ("%config TTasks.dask_workers = 0", "TTasks.dask_workers must be from 1 to 1024, not 0"),
+])
+def test_bad_dask_options_are_one_line_and_start_nothing(kernel: Kernel, cell: str, message: str) -> None:
+    kernel.run("%config TTasks.llm_callable = 'json:dumps'")
+    before = kernel.value("len(ttasks_ipy.kernel.session().tasks())")
+    r = kernel.run(cell, allow_error=True)
+    text = (r.stderr + (r.error["evalue"] if r.error else "")).strip()
+    assert message in text and "\n" not in text.strip(), text
+    assert kernel.value("len(ttasks_ipy.kernel.session().tasks())") == before

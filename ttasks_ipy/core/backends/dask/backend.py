@@ -48,6 +48,7 @@ _STOP = object()
 #: seconds between two checks of the futures of unfinished jobs
 CHECK_SECONDS = 0.25
 _KEY_LABEL = re.compile(r"[^A-Za-z0-9_]")
+_LOOPBACK = re.compile(r"^\w+://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):")
 
 
 class DaskJob(JobHandle):
@@ -248,16 +249,22 @@ class DaskBackend(Backend):
             elif what == "p":
                 handle.events.progress(item[2], item[3])
             elif what == "w":
-                self._placed(handle, item[2])
+                self._placed(handle, item[2], item[3])
 
-    def _placed(self, handle: DaskJob, where: str) -> None:
-        if handle.placed:
+    def _placed(self, handle: DaskJob, where: str, pid: int | None = None) -> None:
+        """Say where the job runs: once, and again when a command's process started there.
+
+        The pid of a command is passed on only from a worker on this machine
+        (a loopback address): elsewhere it would name some process here.
+        """
+        if handle.placed and pid is None:
             return
         handle.placed = True
         handle.address = where.rsplit(" ", 1)[-1]
         if self.dashboard:
             where = f"{where} · dashboard {self.dashboard}"
-        handle.events.placed(where, None)
+        local = _LOOPBACK.match(handle.address) is not None
+        handle.events.placed(where, pid if local else None)
 
     def _on_future_done(self, future: Any) -> None:
         with self._lock:

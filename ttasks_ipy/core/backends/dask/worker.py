@@ -100,9 +100,10 @@ class WorkerJob(JobEvents):
             self._progress = [self.key, "p", percent, message]
 
     def placed(self, where: str | None, pid: int | None) -> None:
-        """A command started its process here: said with the worker's address."""
+        """A command started its process here: said (again) with the worker's address at the next send."""
         with self._lock:
             self._pid = pid
+            self._announced = False
 
     def finished(self, value: Any = None, error: BaseException | None = None) -> None:
         """The reply is what ``run_job`` returns."""
