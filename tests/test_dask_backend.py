@@ -215,3 +215,28 @@ def test_without_dask_installed_a_dask_task_is_one_line(monkeypatch: pytest.Monk
         connect("")
     assert str(info.value) == ("Dask tasks need dask.distributed, which is not installed: "
                                "pip install 'ttasks_ipy[dask]'")
+
+
+def test_graph_tasks_on_dask_take_no_local_slot(dask_backend: Any, tmp_path: Path) -> None:
+    from ttasks_ipy.core.graph import GraphNode, GraphRun
+    from ttasks_ipy.kernel.dask_link import elsewhere
+
+    ex = Executor(max_workers=1)  # one local slot: the two tasks meet only if the cluster runs both at once
+    ex.add_backend(dask_backend)
+    meet = ("import os, ttasks_ipy\nopen(os.path.join(d, me), 'w').close()\n"
+            "while not os.path.exists(os.path.join(d, other)):\n    ttasks_ipy.current_task().sleep(0.02)\n")
+    body = compile_body(meet, "<meet>")
+
+    def node(me: str, other: str) -> GraphNode:
+        return GraphNode(me, lambda up: elsewhere(PortablePython(body, {"d": str(tmp_path), "me": me, "other": other})),
+                         kind="python", backend="dask")
+
+    try:
+        g = GraphRun(ex, "meeting", [node("a", "b"), node("b", "a")])
+        g.start()
+        assert g.wait(60).ok, g.error
+    finally:
+        ex.cancel_all()
+        ex.timers.close()
+        ex.supervisor.close()
+        ex.reaper.close()
