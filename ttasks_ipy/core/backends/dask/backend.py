@@ -1,7 +1,8 @@
 """``DaskBackend``: jobs on the workers of a Dask cluster, one implementation of ``Backend``.
 
 ``submit`` pickles the runner with cloudpickle and submits ``worker.run_job``
-with a key of its own (``label-session-n``: the dashboard groups by label).
+with a key of its own (``name-session-n``: Dask groups a task's attempts, or a
+graph's tasks, under the name; unnamed tasks under ``bg``).
 Everything comes back on one thread of ours (the *drain*), in order: the
 events of this backend's topic (``Client.subscribe_topic``: batches of
 output, progress and where a job runs; the reply of a job whose value is
@@ -47,7 +48,6 @@ log = logging.getLogger("ttasks_ipy")
 _STOP = object()
 #: seconds between two checks of the futures of unfinished jobs
 CHECK_SECONDS = 0.25
-_KEY_LABEL = re.compile(r"[^A-Za-z0-9_]")
 _LOOPBACK = re.compile(r"^\w+://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):")
 
 
@@ -112,8 +112,7 @@ class DaskBackend(Backend):
             raise
         except Exception as e:
             raise SpecError(f"the task cannot be sent to a Dask worker: {_one_line(e)}") from None
-        label = job.label if job.label.isidentifier() else "bg" + _KEY_LABEL.sub("", job.label)
-        key = f"{label}-{self._token}-{next(self._ids)}"
+        key = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}"
         handle = DaskJob(key, events)
         grace = float(getattr(job.services, "grace", 2.0))
         with self._lock:
@@ -364,6 +363,16 @@ class DaskBackend(Backend):
             log.debug("the cancel of %s did not reach its worker", handle.key, exc_info=True)
         if not handle.done and future is None:
             self._end(handle, error=TaskCancelled("cancelled"))
+
+
+def _key_prefix(label: str) -> str:
+    """The part of a job's key Dask groups by (its dashboard, its per-group work): a task's name, a graph's name.
+
+    Unnamed tasks (``#12``) share one group, ``bg``: a group per task would make
+    the scheduler's work per submit grow with the number of tasks.
+    """
+    head = label.split(".", 1)[0]
+    return head if head.isidentifier() else "bg"
 
 
 def cancel_job_all(keys: list[str]) -> None:
