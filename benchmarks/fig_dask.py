@@ -97,7 +97,7 @@ def run(quick: bool) -> list[Result]:
 
     n_tasks = 1000 if quick else 10_000
     n_graph = 300 if quick else 1000
-    reps = 2 if quick else 3
+    reps = 2
     t0 = time.perf_counter()
     backend = connect("", workers=WORKERS, threads_per_worker=1)
     startup = time.perf_counter() - t0
@@ -112,6 +112,7 @@ def run(quick: bool) -> list[Result]:
             log(f"  9: {n_tasks} no-op tasks, repeat {i + 1} of {reps}")
             ours.append(_ours_tasks(ex, n_tasks))
             bare.append(_bare_tasks(client, n_tasks))
+            log(f"  9:   ours {ours[-1]:.2f}s, bare {bare[-1]:.2f}s")
         graphs: dict[str, tuple[list[float], list[float]]] = {}
         for shape in ("chain", "fanout"):
             g_ours, g_bare = [], []
@@ -119,6 +120,7 @@ def run(quick: bool) -> list[Result]:
                 log(f"  9: graph {shape} of {n_graph}, repeat {i + 1} of {reps}")
                 g_ours.append(_ours_graph(ex, shape, n_graph))
                 g_bare.append(_bare_graph(client, shape, n_graph))
+                log(f"  9:   ours {g_ours[-1]:.2f}s, bare {g_bare[-1]:.2f}s")
             graphs[shape] = (g_ours, g_bare)
     finally:
         ex.shutdown()

@@ -38,7 +38,7 @@ FIGURES = {
     "6": ("fig_widgets", 180),
     "7": ("fig_delivery", 180),
     "8": ("fig_extras", 180),
-    "9": ("fig_dask", 300),
+    "9": ("fig_dask", 600),
 }
 
 
