@@ -184,3 +184,30 @@ def test_bad_dask_options_are_one_line_and_start_nothing(kernel: Kernel, cell: s
     text = (r.stderr + (r.error["evalue"] if r.error else "")).strip()
     assert message in text and "\n" not in text.strip(), text
     assert kernel.value("len(ttasks_ipy.kernel.session().tasks())") == before
+
+
+def test_a_killed_kernel_leaves_no_worker_and_no_command() -> None:
+    import psutil
+
+    k = start_kernel()
+    try:
+        k.run("h = %bg --dask -n s !sleep 300 & echo $$ $!; wait", timeout=60)  # on a LocalCluster of its own
+        wait_until(lambda: k.value("h.output") != "''", 30, "the command started on a worker")
+        pids = [int(x) for x in k.value("h.output").strip("'").split("\\n")[0].split()]
+        pids += [p.pid for p in psutil.Process(k.pid).children(recursive=True)]
+        os.kill(k.pid, signal.SIGKILL)
+
+        def left() -> list[int]:
+            out = []
+            for pid in pids:
+                try:
+                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        out.append(pid)
+                except psutil.NoSuchProcess:
+                    pass
+            return out
+
+        wait_until(lambda: not left(), 30, "the workers and the command ended with the kernel")
+    finally:
+        k.kc.stop_channels()
+        k.km.cleanup_resources()
