@@ -38,6 +38,7 @@ FIGURES = {
     "6": ("fig_widgets", 180),
     "7": ("fig_delivery", 180),
     "8": ("fig_extras", 180),
+    "9": ("fig_dask", 600),
 }
 
 
@@ -100,7 +101,7 @@ def update_readme(md_table: str, notes: list[str], info: dict, quick: bool, seco
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under a minute)")
-    p.add_argument("--only", help="comma-separated figure numbers (1-8)")
+    p.add_argument("--only", help="comma-separated figure numbers (1-9)")
     p.add_argument("--out", default=str(HERE / "results.json"), help="where to write the JSON results")
     p.add_argument("--readme", action="store_true", help="put the table into benchmarks/README.md")
     p.add_argument("--from-json", metavar="PATH", help="measure nothing: show (and --readme) the results in PATH")

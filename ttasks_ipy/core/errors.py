@@ -12,6 +12,7 @@ Hierarchy::
      │    └── PromptFailed          an LLM request failed; keeps the ``partial`` text (core/llm/errors.py)
      ├── TaskCancelled              ``result`` of a cancelled task; raised inside a cancelled task
      ├── WorkerDied                 a worker process died under its task (``before_job``: before it got it)
+ ├── BackendUnavailable         where tasks would run cannot be reached (a Dask scheduler, dask not installed)
      ├── ResultError                a task's result cannot come back from where it ran
      ├── RemoteError                an exception raised elsewhere that cannot be rebuilt here
      ├── WaitTimeout (TimeoutError) a bounded wait ran out
@@ -84,6 +85,10 @@ class WorkerDied(TaskError):
     def __init__(self, message: str, before_job: bool = False) -> None:
         super().__init__(message)
         self.before_job = before_job
+
+
+class BackendUnavailable(TaskError):
+    """The backend a task asks for cannot be reached or set up (nothing was started)."""
 
 
 class ResultError(TaskError):

@@ -56,11 +56,28 @@ class TTasks(Configurable):
     ).tag(config=True)
     llm_retries = Int(3, help="Retries of a prompt refused with 429 or 5xx before its first token.").tag(config=True)
 
+    backend = CaselessStrEnum(
+        ["thread", "dask"],
+        default_value="thread",
+        help="Where Python tasks and commands run by default: 'thread' (here) or 'dask' (a Dask cluster); "
+             "prompts and services run here either way (--local, --dask and --process choose per task).",
+    ).tag(config=True)
+    dask_address = Unicode(
+        "",
+        help="The Dask scheduler for --dask tasks ('tcp://host:8786'); empty: a LocalCluster started on first use.",
+    ).tag(config=True)
+    dask_workers = Int(2, help="Worker processes of the LocalCluster started when dask_address is empty.").tag(
+        config=True
+    )
+    dask_threads_per_worker = Int(1, help="Threads of each LocalCluster worker process.").tag(config=True)
+    dask_timeout = Float(10.0, help="Seconds to wait for the Dask scheduler when connecting.").tag(config=True)
+
     # ---- bounds: a bad value is refused with one line, and the old value stays ----------
     _BOUNDS = {
         "max_workers": (1, 4096), "max_services": (1, 4096), "grace": (0.0, 600.0),
         "tail_chars": (1_000, 1 << 30), "file_cap": (0, 1 << 40), "llm_timeout": (0.001, 365 * 86400.0),
         "llm_max_concurrency": (1, 4096), "llm_retries": (0, 100),
+        "dask_workers": (1, 1024), "dask_threads_per_worker": (1, 1024), "dask_timeout": (0.1, 600.0),
     }
 
     @validate(*_BOUNDS)

@@ -27,7 +27,7 @@ from ..syntax.comments import strip_comment
 from ..syntax.graph import compile_graph
 from .dispatch import Dispatch
 
-USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace]"
+USAGE = "%%bgraph NAME [--timeout S] [--max-parallel N] [--replace] [--dask | --local]"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,6 +42,9 @@ GRAPH_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ("--max-parallel", {"type": numbers.arg_type(lambda s: numbers.count("--max-parallel", s, low=1)),
                         "metavar": "N", "help": "run at most N tasks at once"}),
     ("--replace", {"action": "store_true", "help": "cancel a running graph of the same name"}),
+    ("--dask", {"action": "store_true",
+                "help": "run its Python and bash tasks on a Dask cluster (a line's local stays here)"}),
+    ("--local", {"action": "store_true", "help": "run its tasks here, whatever TTasks.backend says"}),
 ]
 
 
@@ -64,7 +67,8 @@ def help_text() -> str:
         "Run a graph of tasks in the background; NAME is bound to its handle at once.",
         "",
         f"  {USAGE}",
-        "  NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY",
+        "  NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [local] [model=M]: "
+        "BODY",
         "  ...one task per line",
         "",
         "BODY is !COMMAND (bash), ?TEXT (an LLM prompt) or Python; deeper-indented lines continue it.",
@@ -104,10 +108,14 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
                 f"cancel it ({name}.cancel()), "
                 "wait for it, or run this cell with --replace"
             )
+        remote = _remote(session, args)
         nodes = compile_graph(
             name, cell, user_ns, first_line=2, grace=None,  # the session's grace when the task ends
             make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
+            remote=remote, make_remote=session.dask.runner if remote else None,
         )
+        if any(n.backend == "dask" for n in nodes):
+            session.dask.ensure("%%bgraph")
         graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel,
                          on_submit=lambda node, task: session.adopt(task, _dispatch(name, node, user_ns)))
         if isinstance(old, GraphRun) and old.status == "running":
@@ -121,6 +129,17 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     session.track_graph(graph)
     session.display_graph(graph, start_line(graph))
     return graph
+
+
+def _remote(session: Any, args: argparse.Namespace) -> str | None:
+    """The cluster backend the graph's Python and bash tasks go to, or None (here)."""
+    dask_link = getattr(session, "dask", None)
+    if dask_link is None:
+        if args.dask:
+            raise UsageError("%%bgraph: --dask needs a session with Dask set up")
+        return None
+    where = dask_link.choose("%%bgraph", "python", dask=args.dask, local=args.local)
+    return "dask" if where == "dask" else None
 
 
 def _factory(session: Any, attr: str) -> Any:

@@ -25,6 +25,7 @@ from ..syntax.comments import strip_comment
 from ..syntax.expand import expand_shell, expand_text, split_options
 from ..views import text
 from ..views.facts import NO_FACTS
+from .dask_link import elsewhere
 from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
 from .session import Session
@@ -62,6 +63,8 @@ DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--replace",), {"action": "store_true", "help": "cancel an active task of the same name"}),
     (("--quiet",), {"action": "store_true", "help": "show nothing when dispatching"}),
     (("--process",), {"action": "store_true", "help": "run Python in a worker process"}),
+    (("--dask",), {"action": "store_true", "help": "run Python or a command on a Dask cluster (TTasks.dask_address)"}),
+    (("--local",), {"action": "store_true", "help": "run here (a thread of the kernel), whatever TTasks.backend says"}),
     (("--prompt",), {"action": "store_true", "help": "the body is an LLM prompt"}),
     (("--model",), {"metavar": "MODEL", "help": "model for a prompt"}),
     (("--system",), {"metavar": "TEXT", "help": "system prompt for a prompt"}),
@@ -328,12 +331,18 @@ class BgMagics(Magics):
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
             return self.session.process_runner(pybody, bind(pybody, ns))
+        if self._backend(args, "python") == "dask":
+            return self.session.dask.runner(pybody, bind(pybody, ns))
         return PythonRunner(pybody, bind(pybody, ns), ns)
 
     def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
         if args.ready and not args.service:
             raise UsageError("%bg: --ready goes with --service")
         _refuse_misplaced(args, runner.kind)
+        backend = self._backend(args, runner.kind)
+        if backend == "dask":
+            self.session.dask.ensure("%bg")
+            elsewhere(runner)
         return TaskSpec(
             runner,
             name=name,
@@ -343,8 +352,13 @@ class BgMagics(Magics):
             stall=args.stall,
             service=args.service,
             ready=expand_text(args.ready, self.shell.user_ns) if args.ready else None,
-            backend="process" if getattr(args, "process", False) and runner.kind == "python" else "thread",
+            backend=backend,
         )
+
+    def _backend(self, args: argparse.Namespace, kind: str) -> str:
+        """Where a task of ``kind`` runs: the options, else ``TTasks.backend``."""
+        return self.session.dask.choose("%bg", kind, dask=args.dask, local=args.local, process=args.process,
+                                        service=args.service)
 
     def _submit(self, spec: TaskSpec, args: argparse.Namespace, plan: Dispatch) -> Any:
         after = []

@@ -69,6 +69,10 @@ class Session:
         self._cards: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
         config.observe(self._on_config, names=list(LIVE_SETTINGS))
+        from .dask_link import DaskLink
+
+        #: where --dask tasks go (connected on first use)
+        self.dask = DaskLink(self.executor, config)
         self._kernel = getattr(shell, "kernel", None)
         atexit.register(self.shutdown)
         self._closed = False
@@ -382,6 +386,7 @@ class Session:
         if self._pool is not None:
             self._pool.shutdown()
         self.executor.shutdown()
+        self.dask.shutdown()
         if "ttasks_ipy.core.runners.prompt" in sys.modules:
             from ..core.runners.prompt import shutdown_loop
 

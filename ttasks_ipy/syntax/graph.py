@@ -2,7 +2,7 @@
 
 Grammar, one task per line::
 
-    NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY
+    NAME [after DEP, DEP] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [local] [model=M]: BODY
 
 BODY starts after the colon: ``!`` bash, ``?`` an LLM prompt, anything else
 Python. Lines indented deeper than the task lines continue the body above
@@ -33,7 +33,7 @@ import re
 import textwrap
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core.errors import SpecError
@@ -51,10 +51,11 @@ _NAME = re.compile(r"[A-Za-z_]\w*")
 _NUMBER_VALUE = re.compile(r"[^\s:,]*")
 #: a model name may hold ':' (llama3:8b); it ends at whitespace, a comma, or a ':' that ends the header
 _MODEL_VALUE = re.compile(r"[^\s,]*?(?=:\s|:$|[\s,]|$)")
-_FLAGS = ("finally", "optional", "process")
+_FLAGS = ("finally", "optional", "process", "local")
 _KEYS = ("timeout", "retries", "stall", "model")
 _WORDS = ("after", *_FLAGS, *_KEYS)
-_GRAMMAR = "NAME [after DEP, ...] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [model=M]: BODY"
+_GRAMMAR = ("NAME [after DEP, ...] [finally] [optional] [timeout=S] [retries=N] [stall=S] [process] [local] "
+            "[model=M]: BODY")
 #: Mapping methods of ``Upstream``: ``upstream.get`` is the method, not a task
 _UPSTREAM_METHODS = frozenset({"get", "items", "keys", "values"})
 
@@ -81,6 +82,8 @@ class TaskLine:
     stall: float | None = None
     process: bool = False
     model: str | None = None
+    #: run here even when the graph's tasks go to a cluster
+    local: bool = False
 
     @property
     def multiline(self) -> bool:
@@ -266,12 +269,15 @@ def _finish(p: _Pending) -> TaskLine:
         raise _fail(p.line, f"task {p.name} is optional but not finally: only a finally task may be optional")
     if o.get("process") and kind != "python":
         raise _fail(p.line, f"process runs Python bodies in a worker process; task {p.name} is a {kind} task")
+    if o.get("process") and o.get("local"):
+        raise _fail(p.line, f"task {p.name} says both process and local: give one")
     if "model" in o and kind != "prompt":
         raise _fail(p.line, f"model= goes with a prompt body (?...); task {p.name} is a {kind} task")
     task = TaskLine(
         name=p.name, kind=kind, body=body, line=p.line, body_line=body_line, deps=o.get("after", ()),
         finally_=o.get("finally", False), optional=o.get("optional", False), timeout=o.get("timeout"),
         retries=o.get("retries", 0), stall=o.get("stall"), process=o.get("process", False), model=o.get("model"),
+        local=o.get("local", False),
     )
     if kind == "prompt" or (kind == "bash" and not task.multiline):
         for f in Template(task.body, dollar=kind == "bash").fields():
@@ -310,8 +316,15 @@ def build_nodes(
     grace: float = 2.0,
     make_prompt: PromptFactory | None = None,
     make_process: ProcessFactory | None = None,
+    remote: str | None = None,
+    make_remote: ProcessFactory | None = None,
 ) -> list[GraphNode]:
     """Compile each task's body and give it a runner factory.
+
+    ``remote`` names the backend (a cluster's) that Python and bash tasks go
+    to unless their line says ``local`` or ``process``; ``make_remote`` builds
+    their Python runners (as ``make_process``). Tasks sent there take no local
+    worker slot (the cluster queues them).
 
     Python bodies are compiled now (a syntax error names the cell line) and
     the names they read are bound from ``namespace`` now; ``upstream`` is
@@ -324,8 +337,15 @@ def build_nodes(
     nodes = []
     for t in tasks:
         meta: dict[str, Any] = {"source": t.source, "line": t.line}
+        backend = "process" if t.process else "thread"
+        away = remote is not None and not t.local and not t.process and t.kind in ("python", "bash")
         if t.kind == "python":
-            factory, body = _python(t, namespace, graph, make_process)
+            if away:
+                if make_remote is None:
+                    raise _fail(t.line, f"task {t.name}: {remote} needs a runner factory, which is not set up here")
+                factory, body = _python(replace(t, process=True), namespace, graph, make_remote)
+            else:
+                factory, body = _python(t, namespace, graph, make_process)
             meta.update(expression=body.is_expression, assigns=list(body.assigns))
         elif t.kind == "bash":
             factory = _bash(t, namespace, grace)
@@ -333,11 +353,13 @@ def build_nodes(
             if make_prompt is None:
                 raise _fail(t.line, f"task {t.name}: prompt tasks (?) need an LLM backend, which is not set up here")
             factory = _prompt(t, namespace, make_prompt)
+        if away:
+            backend, factory = str(remote), _elsewhere(factory)
         first = t.source.strip().splitlines()[0]
         nodes.append(GraphNode(
             t.name, factory, deps=t.deps, finally_=t.finally_, optional=t.optional, kind=t.kind,
             timeout=t.timeout, retries=t.retries, stall=t.stall, line=t.line, meta=meta,
-            backend="process" if t.process else "thread", describe=first + (" …" if t.multiline else ""),
+            backend=backend, describe=first + (" …" if t.multiline else ""),
         ))
     return nodes
 
@@ -351,13 +373,26 @@ def compile_graph(
     grace: float = 2.0,
     make_prompt: PromptFactory | None = None,
     make_process: ProcessFactory | None = None,
+    remote: str | None = None,
+    make_remote: ProcessFactory | None = None,
 ) -> list[GraphNode]:
     """``parse_graph`` then ``build_nodes``: the nodes of graph ``name`` from its cell body."""
     check_name(name, "graph")
     return build_nodes(
         parse_graph(cell, first_line=first_line), namespace, graph=name, grace=grace,
-        make_prompt=make_prompt, make_process=make_process,
+        make_prompt=make_prompt, make_process=make_process, remote=remote, make_remote=make_remote,
     )
+
+
+def _elsewhere(factory: Callable[[Upstream], Runner]) -> Callable[[Upstream], Runner]:
+    """Runners of ``factory`` wait on a cluster here: they take no local worker slot."""
+
+    def make(up: Upstream) -> Runner:
+        runner = factory(up)
+        runner.needs_worker_slot = False
+        return runner
+
+    return make
 
 
 def _python(

@@ -228,6 +228,9 @@ class TaskCard(widgets.HBox):
             bits.append(f'<span style="color:{fg}">no output for a while: stalled</span>')
         if task.spec.retries and task.attempt:
             bits.append(f"attempt {task.attempt} of {task.spec.retries + 1}")
+        where = _cluster_where(task)
+        if where:
+            bits.append(where)
         if state is TaskState.QUEUED and task.attempt and task.reason:
             bits.append(f"retrying after: {esc(shorten(task.reason, 120))}")
         if task.ready_line is not None:
@@ -284,6 +287,18 @@ class TaskCard(widgets.HBox):
     # ---- stable plain text ---------------------------------------------
     def __repr__(self) -> str:
         return self._plain
+
+
+def _cluster_where(task: Task) -> str:
+    """For a task on a cluster: the worker it runs on, and a link to the cluster's dashboard if it has one."""
+    where = task.where
+    if not where or task.spec.backend != "dask":
+        return ""
+    worker, _, link = where.partition(" · dashboard ")
+    html = f'on <span style="font-family:{MONO}">{esc(worker)}</span>'
+    if link.startswith(("http://", "https://")):
+        html += f' · <a href="{esc(link)}" target="_blank" rel="noopener" style="color:inherit">Dask dashboard</a>'
+    return html
 
 
 def _plain_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:

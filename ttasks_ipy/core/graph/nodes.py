@@ -167,6 +167,12 @@ class NodeRunner(Runner):
         except Exception as e:
             self._inner, self._error = None, e
 
+    @property
+    def needs_worker_slot(self) -> bool:  # type: ignore[override]
+        """As the runner built for this release (a prompt's, a cluster's take none); True before it."""
+        inner = self._inner
+        return inner.needs_worker_slot if inner is not None else True
+
     def resolve(self) -> Runner:
         if self._error is not None:
             raise self._error

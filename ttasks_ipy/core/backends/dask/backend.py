@@ -1,0 +1,447 @@
+"""``DaskBackend``: jobs on the workers of a Dask cluster, one implementation of ``Backend``.
+
+``submit`` pickles the runner with cloudpickle and submits ``worker.run_job``
+with a key of its own (``name-session-n``: Dask groups a task's attempts, or a
+graph's tasks, under the name; unnamed tasks under ``bg``).
+Everything comes back on one thread of ours (the *drain*), in order: the
+events of this backend's topic (``Client.subscribe_topic``: batches of
+output, progress and where a job runs; the reply of a job whose value is
+small), the cluster's own ``all`` topic (a worker removed), and the futures'
+done callbacks. A job ends once, with the first of: its reply event, its
+future's end (a large value is fetched then), or the loss of its worker.
+
+Cancel returns at once: on a thread for signals, ``Client.run`` calls
+``worker.cancel_job`` on the job's worker (on every worker while it is not
+known yet) and the future is cancelled, so a queued job never starts and a
+running one is stopped for real. A worker removed while it ran a job ends
+that job with ``WorkerDied('lost (worker ADDRESS)')`` (the executor retries it
+if it has retries); its future is cancelled so Dask does not run it again.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import re
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+
+from ...errors import (
+    CommandFailed,
+    RemoteError,
+    RemoteTraceback,
+    ResultError,
+    SpecError,
+    TaskCancelled,
+    WorkerDied,
+)
+from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
+from .worker import cancel_job, run_job
+
+log = logging.getLogger("ttasks_ipy")
+
+_STOP = object()
+#: seconds between two checks of the futures of unfinished jobs
+CHECK_SECONDS = 0.25
+_LOOPBACK = re.compile(r"^\w+://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):")
+
+
+class DaskJob(JobHandle):
+    """What ``submit`` returns: the job's key, future and events."""
+
+    __slots__ = ("key", "events", "future", "address", "done", "cancelling", "placed", "seen_over")
+
+    def __init__(self, key: str, events: JobEvents) -> None:
+        self.key = key
+        self.events = events
+        self.future: Any = None
+        #: the worker it runs on, once known
+        self.address: str | None = None
+        self.done = False
+        self.cancelling = False
+        self.placed = False
+        #: the checks that found its future over without its reply (the reply may be on its way)
+        self.seen_over = 0
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+class DaskBackend(Backend):
+    """Runs jobs on the workers of ``client``'s cluster (``cluster``: a ``LocalCluster`` it owns, or None)."""
+
+    name = "dask"
+    remote = True
+
+    def __init__(self, client: Any, *, cluster: Any = None, dashboard: str | None = None) -> None:
+        self.client = client
+        self.cluster = cluster
+        #: the Dask dashboard's address, if the cluster has one
+        self.dashboard = dashboard
+        token = secrets.token_hex(4)
+        self.topic = f"ttasks-{token}"
+        self._token = token
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._jobs: dict[str, DaskJob] = {}
+        self._submitted = 0
+        self._lost = 0
+        self._closed = False
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._signals = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-signal")  # cancels
+        self._fetches = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-fetch")  # large values
+        self._drain_thread = threading.Thread(target=self._drain, name="ttasks-dask-drain", daemon=True)
+        self._drain_thread.start()
+        client.subscribe_topic(self.topic, self._inbox.put)
+        client.subscribe_topic("all", self._inbox.put)
+
+    # ---- Backend ---------------------------------------------------------
+    def submit(self, job: Job, events: JobEvents) -> JobHandle:
+        if self._closed:
+            raise SpecError("the Dask backend is shut down")
+        try:
+            payload = cloudpickle.dumps(job.runner, protocol=5)
+        except SpecError:
+            raise
+        except Exception as e:
+            raise SpecError(f"the task cannot be sent to a Dask worker: {_one_line(e)}") from None
+        key = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}"
+        handle = DaskJob(key, events)
+        grace = float(getattr(job.services, "grace", 2.0))
+        with self._lock:
+            self._jobs[key] = handle
+            self._submitted += 1
+        try:
+            future = self.client.submit(run_job, payload, key, self.topic, job.label, job.attempt, grace,
+                                        key=key, pure=False)
+        except Exception:
+            with self._lock:
+                self._jobs.pop(key, None)
+            raise
+        handle.future = future
+        return handle
+
+    def cancel(self, handle: JobHandle) -> None:
+        assert isinstance(handle, DaskJob)
+        if handle.done or handle.cancelling:
+            return
+        handle.cancelling = True
+        self._signal(self._stop, handle)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            jobs = list(self._jobs.values())
+        futures = [j.future for j in jobs if j.future is not None]
+        try:
+            if futures:
+                self.client.run(cancel_job_all, [j.key for j in jobs], on_error="ignore")
+                self.client.cancel(futures)
+        except Exception:
+            log.debug("cancelling Dask jobs at shutdown failed", exc_info=True)
+        for topic in (self.topic, "all"):
+            try:
+                self.client.unsubscribe_topic(topic)
+            except Exception:
+                pass
+        self._inbox.put(_STOP)
+        self._signals.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.client.close(timeout=5)
+        except Exception:
+            log.debug("closing the Dask client failed", exc_info=True)
+        if self.cluster is not None:
+            try:
+                self.cluster.close(timeout=10)
+            except Exception:
+                log.debug("closing the LocalCluster failed", exc_info=True)
+
+    def statistics(self) -> BackendStats:
+        with self._lock:
+            return BackendStats(self.name, len(self._jobs), self._submitted,
+                                (("scheduler", self.address), ("lost", self._lost)))
+
+    @property
+    def address(self) -> str:
+        """The scheduler's address."""
+        try:
+            return str(self.client.scheduler.address)
+        except Exception:
+            return ""
+
+    @property
+    def idle(self) -> bool:
+        """True when no job of this backend is running or queued."""
+        with self._lock:
+            return not self._jobs
+
+    # ---- the drain: everything that comes back, in order -----------------
+    def _drain(self) -> None:
+        get, check_at = self._inbox.get, time.monotonic() + CHECK_SECONDS
+        while True:
+            try:
+                item = get(timeout=CHECK_SECONDS)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            try:
+                if item is not None:
+                    self._on_event(item[1])
+                if time.monotonic() >= check_at:
+                    check_at = time.monotonic() + CHECK_SECONDS
+                    self._check_futures()
+            except Exception:
+                log.exception("handling a Dask event failed")
+
+    def _check_futures(self) -> None:
+        """Jobs whose future ended without a reply: an error of Dask's own, a cancel, a lost reply."""
+        with self._lock:
+            handles = [h for h in self._jobs.values() if h.future is not None and h.future.status != "pending"]
+        for handle in handles:
+            handle.seen_over += 1
+            future = handle.future
+            if future is not None and (handle.seen_over > 1 or future.status != "finished"):
+                self._on_future_done(future)
+
+    def _on_event(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            return
+        batch = msg.get("b")
+        if batch:
+            self._forward(batch)
+        for key, body in msg.get("r") or ():
+            with self._lock:
+                handle = self._jobs.get(key)
+            if handle is None:
+                continue
+            if body.get("op") == "fetch":
+                self._forward(body.get("b") or ())
+                if body.get("where"):
+                    self._placed(handle, body["where"])
+                if handle.future is not None:
+                    self._fetch_later(handle, handle.future)  # a large value: fetched off the drain
+            else:
+                self._complete(handle, body)
+        if msg.get("action") == "remove-worker":
+            self._worker_removed(str(msg.get("worker", "")), msg.get("processing-tasks") or ())
+
+    def _forward(self, batch: list[list[Any]]) -> None:
+        jobs = self._jobs
+        for item in batch:
+            handle = jobs.get(item[0])
+            if handle is None or handle.done:
+                continue
+            what = item[1]
+            if what == "o":
+                handle.events.output(item[2], item[3])
+            elif what == "p":
+                handle.events.progress(item[2], item[3])
+            elif what == "w":
+                self._placed(handle, item[2], item[3])
+
+    def _placed(self, handle: DaskJob, where: str, pid: int | None = None) -> None:
+        """Say where the job runs: once, and again when a command's process started there.
+
+        The pid of a command is passed on only from a worker on this machine
+        (a loopback address): elsewhere it would name some process here.
+        """
+        if handle.placed and pid is None:
+            return
+        handle.placed = True
+        handle.address = where.rsplit(" ", 1)[-1]
+        if self.dashboard:
+            where = f"{where} · dashboard {self.dashboard}"
+        local = _LOOPBACK.match(handle.address) is not None
+        handle.events.placed(where, pid if local else None)
+
+    def _on_future_done(self, future: Any) -> None:
+        with self._lock:
+            handle = self._jobs.get(future.key)
+        if handle is None or handle.done:
+            return
+        status = future.status
+        if status == "finished":
+            self._fetch_later(handle, future)
+        elif status == "cancelled":
+            if handle.cancelling:
+                self._end(handle, error=TaskCancelled("cancelled"))
+            else:
+                self._end(handle, error=WorkerDied("lost (the Dask scheduler dropped the task)"))
+        else:
+            try:
+                exc = future.exception(timeout=5)
+            except Exception as e:
+                exc = e
+            self._end(handle, error=_dask_error(exc))
+
+    def _fetch_later(self, handle: DaskJob, future: Any) -> None:
+        try:
+            self._fetches.submit(self._fetch, handle, future)
+        except RuntimeError:  # shut down
+            pass
+
+    def _fetch(self, handle: DaskJob, future: Any) -> None:
+        try:
+            reply = future.result(timeout=60)
+        except Exception as e:
+            self._end(handle, error=_dask_error(e))
+            return
+        self._complete(handle, reply)
+
+    def _worker_removed(self, address: str, keys: Any) -> None:
+        keys = set(keys)
+        with self._lock:
+            lost = [h for h in self._jobs.values() if not h.done and (h.key in keys or h.address == address)]
+            self._lost += len(lost)
+        for handle in lost:
+            if self._end(handle, error=WorkerDied(f"lost (worker {address})")):
+                handle.cancelling = True
+                handle.address = None  # gone: the cancel goes to every worker, where Dask may run it again
+                self._signal(self._stop, handle)
+
+    # ---- ending a job, once ---------------------------------------------
+    def _take(self, handle: DaskJob) -> bool:
+        with self._lock:
+            if handle.done:
+                return False
+            handle.done = True
+            self._jobs.pop(handle.key, None)
+            return True
+
+    def _complete(self, handle: DaskJob, reply: dict[str, Any]) -> None:
+        if handle.done:
+            return
+        batch = reply.get("b")
+        if batch:
+            self._forward(batch)
+        if not handle.placed and reply.get("where"):
+            self._placed(handle, reply["where"])
+        try:
+            value, error = _outcome(reply), None
+        except BaseException as e:  # noqa: BLE001 - the task's own failure, as sent
+            value, error = None, e
+        if self._take(handle):
+            handle.future = None  # the key is released: nothing is kept on the cluster
+            handle.events.finished(value=value, error=error)
+
+    def _end(self, handle: DaskJob, *, error: BaseException) -> bool:
+        if not self._take(handle):
+            return False
+        handle.events.finished(error=error)
+        return True
+
+    # ---- signals to the cluster, off the caller's thread ----------------
+    def _signal(self, fn: Any, *args: Any) -> None:
+        try:
+            self._signals.submit(fn, *args)
+        except RuntimeError:  # shut down
+            pass
+
+    def _stop(self, handle: DaskJob) -> None:
+        """The future first (a queued job never starts, a lost one is not run again), then the running work."""
+        future = handle.future
+        if future is not None:
+            try:
+                future.cancel()
+            except Exception:
+                log.debug("cancelling the future of %s failed", handle.key, exc_info=True)
+        workers = [handle.address] if handle.address else None
+        try:
+            self.client.run(cancel_job, handle.key, workers=workers, on_error="ignore")
+        except Exception:
+            log.debug("the cancel of %s did not reach its worker", handle.key, exc_info=True)
+        if not handle.done and future is None:
+            self._end(handle, error=TaskCancelled("cancelled"))
+
+
+def _key_prefix(label: str) -> str:
+    """The part of a job's key Dask groups by (its dashboard, its per-group work): a task's name, a graph's name.
+
+    Unnamed tasks (``#12``) share one group, ``bg``: a group per task would make
+    the scheduler's work per submit grow with the number of tasks.
+    """
+    head = label.split(".", 1)[0]
+    return head if head.isidentifier() else "bg"
+
+
+def cancel_job_all(keys: list[str]) -> None:
+    """Run on every worker at shutdown: stop these jobs wherever they run."""
+    for key in keys:
+        cancel_job(key)
+
+
+def _dask_error(exc: BaseException | None) -> BaseException:
+    """What a Dask-level failure of a job means here (its worker died, it could not be unpickled)."""
+    if exc is None:
+        return WorkerDied("lost (the Dask future ended without a result)")
+    name = type(exc).__name__
+    text = str(exc)
+    if name == "KilledWorker":
+        m = re.search(r"(\w+://[^\s.]+(?:\.[^\s.]+)*:\d+)", text)
+        return WorkerDied(f"lost (worker {m.group(1)})" if m else "lost (its Dask workers died)")
+    if name in ("ModuleNotFoundError", "ImportError") and "ttasks_ipy" in text:
+        return SpecError(f"the Dask workers cannot run the task: {_one_line(exc)} "
+                         "(install ttasks_ipy where the workers run)")
+    if isinstance(exc, (OSError, TimeoutError)) or name in ("CommClosedError", "FutureCancelledError"):
+        return WorkerDied(f"lost (the Dask cluster: {_one_line(exc)})")
+    return exc
+
+
+def _outcome(reply: dict[str, Any]) -> Any:
+    """The value of a reply, or raise what it says."""
+    op = reply["op"]
+    if op == "done":
+        try:
+            return cloudpickle.loads(reply["value"])
+        except Exception as e:
+            raise ResultError(f"the result of the Dask worker cannot be loaded here: {_one_line(e)}") from None
+    if op == "cancelled":
+        raise TaskCancelled("cancelled")
+    if op == "command_failed":
+        result = None
+        if reply.get("result") is not None:
+            try:
+                result = cloudpickle.loads(reply["result"])
+            except Exception:
+                result = None
+        raise CommandFailed(reply["message"], result)
+    if op == "error":
+        raise _remote_exception(reply) from RemoteTraceback(reply.get("traceback") or "")
+    if reply.get("stage") == "result":
+        raise ResultError(reply["message"])
+    raise SpecError(reply["message"])
+
+
+def _remote_exception(reply: dict[str, Any]) -> BaseException:
+    text = reply.get("traceback") or ""
+    exc: Any = None
+    data = reply.get("exception")
+    if data is not None:
+        try:
+            exc = cloudpickle.loads(data)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        type_name = reply.get("type", "Exception")
+        message = reply.get("message", "")
+        exc = RemoteError(f"{type_name}: {message}" if message else type_name, type_name, text)
+    else:
+        try:
+            exc.remote_traceback = text
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+__all__ = ["DaskBackend", "DaskJob"]
