@@ -85,6 +85,7 @@ def load(shell: Any) -> None:
     from . import routing
 
     s.routing = routing.install(shell, s.executor.get)
+    s.ledger.refind()  # detached commands of this notebook that outlived an earlier kernel
 
 
 def unload(shell: Any) -> None:

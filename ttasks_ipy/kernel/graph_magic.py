@@ -131,7 +131,7 @@ def _factory(session: Any, attr: str) -> Any:
 
 def _dispatch(graph: str, node: GraphNode, user_ns: dict[str, Any]) -> Dispatch:
     """What the session keeps about a graph task: a Python body delivers the names it assigns."""
-    d = Dispatch(graph=graph, keeps_failed_result=node.kind != "python")
+    d = Dispatch(graph=graph, node=node.name, keeps_failed_result=node.kind != "python")
     if node.kind == "python":
         d.expression = bool(node.meta.get("expression"))
         d.remember_targets([] if d.expression else list(node.meta.get("assigns", ())), user_ns)

@@ -57,6 +57,7 @@ CREATE TABLE tasks (
     result BLOB,
     result_names TEXT,
     result_note TEXT,
+    target TEXT,
     detached INTEGER NOT NULL DEFAULT 0,
     pid INTEGER,
     pid_start INTEGER,

@@ -30,11 +30,11 @@ COLUMNS = (
     "kid", "session", "tid", "name", "graph", "kind", "description", "state", "status", "reason", "error",
     "attempt", "retries", "created", "started", "finished", "backend", "place", "delivered",
     "stdout_tail", "stderr_tail", "stdout_chars", "stderr_chars", "output_note", "folder",
-    "result", "result_names", "result_note", "detached", "pid", "pid_start", "updated",
+    "result", "result_names", "result_note", "target", "detached", "pid", "pid_start", "updated",
 )
 #: columns a later write of the same task leaves alone when it has nothing for them (None)
 _KEEP_IF_NULL = ("stdout_tail", "stderr_tail", "stdout_chars", "stderr_chars", "output_note", "folder", "result",
-                 "result_names", "result_note", "pid", "pid_start", "graph")
+                 "result_names", "result_note", "target", "pid", "pid_start", "graph")
 _UPSERT = (
     f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
     "ON CONFLICT (kid, tid) DO UPDATE SET "
@@ -45,7 +45,7 @@ _UPSERT = (
 )
 _LIST = ("id, kid, session, tid, name, graph, kind, description, state, status, reason, error, attempt, "
          "created, started, finished, backend, place, delivered, stdout_chars, stderr_chars, output_note, folder, "
-         "result_names, result_note, detached, pid, pid_start, (result IS NOT NULL) AS has_result")
+         "result_names, result_note, detached, pid, pid_start, (result IS NOT NULL) AS has_result, target")
 
 
 class Entry(NamedTuple):
@@ -81,6 +81,8 @@ class Entry(NamedTuple):
     pid: int | None
     pid_start: int | None
     has_result: bool
+    #: the name its value goes into (``-o``), if any
+    target: str | None
 
     @property
     def label(self) -> str:
@@ -245,7 +247,8 @@ class Ledger:
         return self._fix(_entry(rows[0])) if rows else None
 
     def find(self, key: str, session: str | None = None) -> Entry | None:
-        """The latest task named ``key`` (``graph.task`` too; of ``session`` first), or the row with id ``key``."""
+        """The latest task named ``key`` (``graph.task`` too; of ``session`` first), or the row with id ``key``,
+        else the latest task that kept a value under the name ``key``."""
         k = key.lstrip("#")
         if k.isascii() and k.isdigit():
             return self.get(int(k))
@@ -260,6 +263,17 @@ class Ledger:
             rows = self._q(sql + " ORDER BY created DESC, id DESC LIMIT 1", a)
             if rows:
                 return self._fix(_entry(rows[0]))
+        if not dot and key.isidentifier():  # a name a task delivered: the task that last kept it
+            pattern = f'%"{key}"%'
+            for scope in ([session] if session is not None else []) + [None]:
+                sql = f"SELECT {_LIST} FROM tasks WHERE result_names LIKE ?"
+                a = [pattern]
+                if scope is not None:
+                    sql += " AND session = ?"
+                    a.append(scope)
+                rows = self._q(sql + " ORDER BY created DESC, id DESC LIMIT 1", a)
+                if rows:
+                    return self._fix(_entry(rows[0]))
         return None
 
     def graph_entries(self, graph: str, session: str | None = None) -> list[Entry]:

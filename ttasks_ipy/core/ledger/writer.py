@@ -54,6 +54,8 @@ class Extras(NamedTuple):
     node: str | None = None
     #: the names and values it hands over (kept as its result when they serialise)
     values: Mapping[str, Any] | None = None
+    #: the name its value goes into (``-o``)
+    target: str | None = None
 
 
 ExtrasFn = Callable[["Task"], Extras]
@@ -156,7 +158,21 @@ class LedgerWriter:
         except (sqlite3.Error, OSError) as e:
             self._trouble(e)
             return None
+        self._register()
         return self._ledger
+
+    def _register(self) -> None:
+        """Note this kernel in the file (before any of its rows: other kernels tell its tasks' liveness by it)."""
+        if self._registered or self._ledger is None:
+            return
+        from ..proctable import start_time
+
+        start = self._pid_start if self._pid_start is not None else start_time(self._pid)
+        try:
+            self._ledger.register_kernel(self.kid, self.session, self._pid, start)
+            self._registered = True
+        except (sqlite3.Error, OSError) as e:
+            self._trouble(e)
 
     def _trouble(self, e: BaseException) -> None:
         kind = _problem(e)
@@ -226,7 +242,9 @@ class LedgerWriter:
         while events:
             ev = events.popleft()
             try:
-                self._waiting[ev.task.id] = self._row(ev)
+                row = self._row(ev)
+                if row is not None:
+                    self._waiting[ev.task.id] = row
             except Exception:
                 log.exception("ledger: cannot record task %s", ev.task.label)
         if not self._waiting:
@@ -237,11 +255,10 @@ class LedgerWriter:
             return False
         try:
             if not self._registered:
-                from ..proctable import start_time
-
-                start = self._pid_start if self._pid_start is not None else start_time(self._pid)
-                ledger.register_kernel(self.kid, self.session, self._pid, start)
-                self._registered = True
+                self._register()
+                if not self._registered:
+                    self._bound()
+                    return False
             for tid, entry in list(self._adopted.items()):
                 if entry.kid != self.kid:  # claimed at load: this kernel's row from now on
                     self._adopted[tid] = entry._replace(kid=self.kid)
@@ -261,28 +278,28 @@ class LedgerWriter:
             for tid in list(self._waiting)[: len(self._waiting) - MAX_WAITING]:
                 del self._waiting[tid]
 
-    def _row(self, ev: TaskEvent) -> list[Any]:
+    def _row(self, ev: TaskEvent) -> list[Any] | None:
         task = ev.task
         rec = ev.record or task.record()
         terminal = rec.state.terminal
+        runner = task.spec.runner
+        if terminal and getattr(runner, "released", False):
+            return None  # a detached command let go of, not ended: a later kernel follows it again
         now = time.time()
         adopted = self._adopted.get(task.id)
-        name, graph = rec.name, None
+        name, graph, target = rec.name, None, None
         out: dict[str, Any] = {}
         if terminal:
             extras = self._call_extras(task)
-            graph = extras.graph
+            graph, target = extras.graph, extras.target
             name = name or extras.node
             out.update(self._output(task))
             if extras.values:
                 blob, names, note = pack(extras.values, self.result_cap)
                 out.update(result=blob, result_names=json.dumps(names) if names else None, result_note=note)
-            elif rec.kind in ("python", "prompt") and rec.state.value == "succeeded":
-                out.update(result_note=None)
-        elif self._extras is not None and not name:
+        elif self._extras is not None and ev.kind in (EventKind.PENDING, EventKind.QUEUED, EventKind.STARTED):
             extras = self._call_extras(task)
-            graph, name = extras.graph, extras.node
-        runner = task.spec.runner
+            graph, name, target = extras.graph, name or extras.node, extras.target
         detached = getattr(runner, "detached", False)
         created, started = rec.created, rec.started
         if adopted is not None:
@@ -293,7 +310,7 @@ class LedgerWriter:
             json.dumps(rec.delivered) if rec.delivered else None,
             out.get("stdout_tail"), out.get("stderr_tail"), out.get("stdout_chars"), out.get("stderr_chars"),
             out.get("output_note"), out.get("folder") or getattr(runner, "folder", None),
-            out.get("result"), out.get("result_names"), out.get("result_note"),
+            out.get("result"), out.get("result_names"), out.get("result_note"), target,
             1 if detached else 0, getattr(runner, "pid", None), getattr(runner, "pid_start", None), now,
         ]
 
