@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from conftest import start_kernel, stop_kernel
 from helpers import wait_until
 
 from ttasks_ipy.core.ledger import SCHEMA_VERSION, Ledger
+from ttasks_ipy.core.ledger.store import COLUMNS
 from ttasks_ipy.core.proctable import proc_info
 
 
@@ -248,3 +251,67 @@ def test_a_detached_command_outlives_a_restart_is_followed_live_and_delivered(da
         assert rows(data, "SELECT name, status FROM tasks") == [("train", "succeeded")]
     finally:
         stop_kernel(k)
+
+
+def test_a_re_found_detached_command_can_be_cancelled(data, tmp_path):
+    k = start_kernel(env=data)
+    try:
+        k.run("%bg --detach -n train !trap 'echo bye' TERM; while true; do sleep 0.05; done")
+        pid, _ = detached_pid(data, "train")
+        restart(k)
+        assert alive(pid)
+        r = k.run("%bg --cancel train")
+        assert "[bg] cancelled: train" in r.stdout
+        wait_until(lambda: not alive(pid), 15, "the detached command ended")
+        hist = k.run("%bg --history").stdout
+        assert "cancelled by user" in hist and "running" not in hist
+    finally:
+        stop_kernel(k)
+
+
+def test_a_detached_command_that_ended_while_no_kernel_ran_is_delivered_at_load(data, tmp_path):
+    k = start_kernel(env=data)
+    try:
+        k.run("%bg --detach -n train -o r " + WAITER.format(d=tmp_path, code=4))
+        pid, folder = detached_pid(data, "train")
+    finally:
+        stop_kernel(k)
+    (tmp_path / "say").touch()
+    (tmp_path / "go").touch()
+    wait_until(lambda: Path(folder, "exit").exists(), 15, "the command ended on its own")
+    k = start_kernel(env=data, load=False)
+    try:
+        r = k.run("%load_ext ttasks_ipy\n%config TTasks.widgets = False")
+        assert "[bg] found 1 detached task again: train (ended while no kernel watched)" in r.stdout
+        assert "✗ train failed" in r.stdout and "exit status 4" in r.stdout
+        assert k.value("r.returncode, r.output.split()") == "(4, ['begun', 'after', 'restart', 'done'])"
+        assert "failed (exit status 4)" in k.run("%bg --history").stdout
+        assert k.run("%bg --log train").stdout.rstrip().endswith("done")
+    finally:
+        stop_kernel(k)
+
+
+def test_a_recycled_pid_is_never_followed_or_killed(data, tmp_path):
+    """A detached command's pid now names another process (its start time differs): that one is left alone."""
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        ledger = Ledger(ledger_file(data))
+        folder = ledger.output_folder("gone", 1, create=True)
+        row = dict.fromkeys(COLUMNS)
+        row.update(kid="gone", session=os.getcwd(), tid=1, name="train", kind="bash", description="!sleep 60",
+                   state="running", status="running", attempt=1, retries=0, created=time.time() - 60,
+                   started=time.time() - 60, detached=1, pid=other.pid, pid_start=proc_info(other.pid).start + 1,
+                   folder=str(folder), updated=time.time())
+        ledger.write([[row[c] for c in COLUMNS]])
+        ledger.close()
+        k = start_kernel(env=data, load=False)
+        try:
+            r = k.run("%load_ext ttasks_ipy\n%config TTasks.widgets = False\n%bg --cancel train")
+            assert "train (ended while no kernel watched)" in r.stdout
+            assert "ended without an exit status" in r.stdout
+            assert alive(other.pid) and other.poll() is None
+        finally:
+            stop_kernel(k)
+    finally:
+        other.kill()
+        other.wait()
