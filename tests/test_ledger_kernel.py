@@ -51,7 +51,8 @@ def test_history_logs_and_results_are_found_again_after_a_restart(data, tmp_path
     k = start_kernel(env=data)
     try:
         k.run("import threading\n"
-              "%bg -n fit model = {'w': [1, 2, 3]}\n"
+              "class Point:\n    def __init__(self, x): self.x = x\n"
+              "%bg -n fit model = {'w': [1, 2, 3]}; p = Point(5)\n"
               "%bg -n answer -o a 6 * 7\n"
               "%bg -n cmd -o r !echo hello; echo oops >&2; exit 3\n"
               "%bg -n lockish held = threading.Lock()\n"
@@ -62,16 +63,17 @@ def test_history_logs_and_results_are_found_again_after_a_restart(data, tmp_path
         assert lines[0].split() == ["id", "started", "name", "kind", "status", "elapsed", "what", "kept"]
         assert [ln.split()[3] for ln in lines[1:5]] == ["lockish", "cmd", "answer", "fit"]  # newest first
         assert "failed (exit status 3)" in lines[2]
-        assert "→ model" in lines[4] and "→ a" in lines[3]
+        assert "→ model, p" in lines[4] and "→ a" in lines[3]
         assert "not kept: held (cannot be serialised: TypeError)" in lines[1], lines[1]
         log = k.run("%bg --log cmd").stdout
         assert "[bg] cmd (ledger #3" in log and "failed (exit status 3)" in log
         assert "hello" in log and "--- stderr ---\noops" in log
         assert k.value("'model' in dir() or 'a' in dir()") == "False"  # nothing comes back by itself
-        out = k.run("%bg --load fit\n%bg --load answer -o b\n%bg --load cmd\nprint(model, b, r.returncode, r.output)")
-        assert "[bg] loaded model from fit (ledger #1" in out.stdout
+        out = k.run("%bg --load fit\n%bg --load answer -o b\n%bg --load cmd\n"
+                    "print(model, b, r.returncode, r.output, type(p).__name__, p.x)")
+        assert "[bg] loaded model, p from fit (ledger #1" in out.stdout  # a class of the notebook's own too
         assert "[bg] loaded b from answer" in out.stdout
-        assert "{'w': [1, 2, 3]} 42 3 hello" in out.stdout
+        assert "{'w': [1, 2, 3]} 42 3 hello\n Point 5" in out.stdout
         r = k.run("%bg --load lockish", allow_error=True)
         assert r.error is None and "UsageError" in r.stderr
         assert "lockish: not kept: held (cannot be serialised: TypeError)" in r.stderr

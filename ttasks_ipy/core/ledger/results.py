@@ -24,6 +24,17 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _dumps(value: Any) -> bytes:
+    """``value`` pickled; with cloudpickle (by value) when it refers to ``__main__``, which a later kernel lacks."""
+    try:
+        data = pickle.dumps(value, protocol=PROTOCOL)
+    except Exception:
+        return cloudpickle.dumps(value, protocol=PROTOCOL)
+    if b"__main__" in data:  # a class or function of the notebook itself
+        return cloudpickle.dumps(value, protocol=PROTOCOL)
+    return data
+
+
 def pack(values: Mapping[str, Any], cap: int) -> tuple[bytes | None, tuple[str, ...], str | None]:
     """``(blob, kept names, note)``: the values that serialise within ``cap`` bytes in all.
 
@@ -34,7 +45,7 @@ def pack(values: Mapping[str, Any], cap: int) -> tuple[bytes | None, tuple[str, 
     total = 0
     for name, value in values.items():
         try:
-            data = cloudpickle.dumps(value, protocol=PROTOCOL)
+            data = _dumps(value)
         except Exception as e:  # anything a value's __reduce__ may raise
             missed.append(f"{name} (cannot be serialised: {type(e).__name__})")
             continue

@@ -239,12 +239,15 @@ class LedgerWriter:
     def _round(self) -> bool:
         """Take the new events, write what waits; False when the file could not be written."""
         events = self._events
-        while events:
+        latest: dict[int, TaskEvent] = {}
+        while events:  # only each task's latest event is written (what it says supersedes the others)
             ev = events.popleft()
+            latest[ev.task.id] = ev
+        for tid, ev in latest.items():
             try:
                 row = self._row(ev)
                 if row is not None:
-                    self._waiting[ev.task.id] = row
+                    self._waiting[tid] = row
             except Exception:
                 log.exception("ledger: cannot record task %s", ev.task.label)
         if not self._waiting:
