@@ -317,3 +317,18 @@ def test_a_recycled_pid_is_never_followed_or_killed(data, tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_graph_is_recorded_task_by_task_and_loads_back_whole(data):
+    k = start_kernel(env=data)
+    try:
+        k.run("%%bgraph g\nprep: a = 1\nfit after prep: b = 2\nreport after fit: !echo report\n")
+        k.run("g.wait(30)")
+        restart(k)
+        hist = k.run("%bg --history").stdout
+        assert [ln.split()[3] for ln in hist.splitlines()[1:4]] == ["g.report", "g.fit", "g.prep"]
+        r = k.run("%bg --load g\nprint(a, b)\n%bg --log g.report")
+        assert "[bg] loaded a, b from g" in r.stdout and "1 2" in r.stdout
+        assert "[bg] g.report (ledger #3" in r.stdout and r.stdout.rstrip().endswith("report")
+    finally:
+        stop_kernel(k)

@@ -34,7 +34,7 @@ COLUMNS = (
 )
 #: columns a later write of the same task leaves alone when it has nothing for them (None)
 _KEEP_IF_NULL = ("stdout_tail", "stderr_tail", "stdout_chars", "stderr_chars", "output_note", "folder", "result",
-                 "result_names", "result_note", "target", "pid", "pid_start", "graph")
+                 "result_names", "result_note", "target", "pid", "pid_start", "graph", "name")
 _UPSERT = (
     f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)}) "
     "ON CONFLICT (kid, tid) DO UPDATE SET "

@@ -295,14 +295,14 @@ class LedgerWriter:
         if terminal:
             extras = self._call_extras(task)
             graph, target = extras.graph, extras.target
-            name = name or extras.node
+            name = extras.node or name
             out.update(self._output(task))
             if extras.values:
                 blob, names, note = pack(extras.values, self.result_cap)
                 out.update(result=blob, result_names=json.dumps(names) if names else None, result_note=note)
-        elif self._extras is not None and ev.kind in (EventKind.PENDING, EventKind.QUEUED, EventKind.STARTED):
+        elif self._extras is not None:
             extras = self._call_extras(task)
-            graph, name, target = extras.graph, name or extras.node, extras.target
+            graph, name, target = extras.graph, extras.node or name, extras.target
         detached = getattr(runner, "detached", False)
         created, started = rec.created, rec.started
         if adopted is not None:
