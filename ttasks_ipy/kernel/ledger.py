@@ -304,7 +304,7 @@ class KernelLedger:
         w = self.writer
         if w is None:
             return
-        for task in self.session.executor.active():
+        for task in reversed(self.session.executor.tasks()):  # cancelled meanwhile, it was still started
             if task.spec.runner is runner:
                 w.touch(task)  # its pid and folder reach the file at once
                 return

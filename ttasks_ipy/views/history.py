@@ -47,6 +47,8 @@ def kept(e: Entry) -> str:
     parts = []
     if e.result_names:
         parts.append("→ " + ", ".join(n or "value" for n in e.result_names))
+    elif e.kind == "bash" and e.target:
+        parts.append(f"→ {e.target}")  # its CommandResult, made again from the kept output
     if e.result_note:
         parts.append(e.result_note)
     return "; ".join(parts)

@@ -111,6 +111,7 @@ class DetachedRunner(Runner):
         self.pid: int | None = None
         self.pid_start: int | None = None
         self.released = False
+        self._launching = threading.Lock()  # a release and a launch never cross: released first, never started
         if found is not None:
             self.folder, self.pid, self.pid_start = found
 
@@ -118,8 +119,12 @@ class DetachedRunner(Runner):
         return "!" + self.command
 
     def release(self) -> None:
-        """Stop following without ending the command (the kernel is going; a later one finds it again)."""
-        self.released = True
+        """Stop following without ending the command (the kernel is going; a later one finds it again).
+
+        A command not started yet is not started any more; one started has been announced (``on_launch``).
+        """
+        with self._launching:
+            self.released = True
 
     def _launch(self, task_id: int) -> None:
         if self._folder_for is None:
@@ -153,9 +158,12 @@ class DetachedRunner(Runner):
 
     def run(self, ctx: TaskContext) -> CommandResult:
         started = time.monotonic()
-        if self.pid is None:
-            ctx.check()
-            self._launch(ctx.task_id or 0)
+        with self._launching:
+            if self.pid is None:
+                if self.released:
+                    raise TaskCancelled("the kernel shut down before it started")
+                ctx.check()
+                self._launch(ctx.task_id or 0)
         assert self.folder is not None
         folder = Path(self.folder)
         # no pid for the engine: it ends the process trees of its tasks at shutdown, and this one outlives it
@@ -190,7 +198,7 @@ class DetachedRunner(Runner):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_popen"] = None
+        state["_popen"] = state["_launching"] = None
         return state
 
 

@@ -242,12 +242,13 @@ class LedgerWriter:
         latest: dict[int, TaskEvent] = {}
         while events:  # only each task's latest event is written (what it says supersedes the others)
             ev = events.popleft()
+            runner = ev.task.spec.runner
+            if ev.kind.terminal and getattr(runner, "released", False) and getattr(runner, "pid", None):
+                continue  # a detached command let go of, not ended: its last row stands (a later kernel follows it)
             latest[ev.task.id] = ev
         for tid, ev in latest.items():
             try:
-                row = self._row(ev)
-                if row is not None:
-                    self._waiting[tid] = row
+                self._waiting[tid] = self._row(ev)
             except Exception:
                 log.exception("ledger: cannot record task %s", ev.task.label)
         if not self._waiting:
@@ -281,13 +282,11 @@ class LedgerWriter:
             for tid in list(self._waiting)[: len(self._waiting) - MAX_WAITING]:
                 del self._waiting[tid]
 
-    def _row(self, ev: TaskEvent) -> list[Any] | None:
+    def _row(self, ev: TaskEvent) -> list[Any]:
         task = ev.task
         rec = ev.record or task.record()
         terminal = rec.state.terminal
         runner = task.spec.runner
-        if terminal and getattr(runner, "released", False):
-            return None  # a detached command let go of, not ended: a later kernel follows it again
         now = time.time()
         adopted = self._adopted.get(task.id)
         name, graph, target = rec.name, None, None
