@@ -332,3 +332,21 @@ def test_a_graph_is_recorded_task_by_task_and_loads_back_whole(data):
         assert "[bg] g.report (ledger #3" in r.stdout and r.stdout.rstrip().endswith("report")
     finally:
         stop_kernel(k)
+
+
+def test_a_detached_command_is_found_again_after_unload_and_load_in_the_same_kernel(data, tmp_path):
+    k = start_kernel(env=data)
+    try:
+        k.run("%bg --detach -n train -o r " + WAITER.format(d=tmp_path, code=0))
+        pid, _ = detached_pid(data, "train")
+        r = k.run("%unload_ext ttasks_ipy")
+        assert r.stdout == "[bg] unloaded: left 1 detached command running (train; the next load follows them again)\n"
+        assert alive(pid)
+        r = k.run("%load_ext ttasks_ipy\n%config TTasks.widgets = False")
+        assert "[bg] found 1 detached task again: train (running)" in r.stdout
+        (tmp_path / "say").touch()
+        (tmp_path / "go").touch()
+        r = k.run("%bg --wait train\nprint(r.output.split())")
+        assert "✓ train finished" in r.stdout and "['begun', 'after', 'restart', 'done']" in r.stdout
+    finally:
+        stop_kernel(k)

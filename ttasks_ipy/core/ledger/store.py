@@ -151,6 +151,11 @@ class Ledger:
             "INSERT OR REPLACE INTO kernels (kid, session, pid, pid_start, started) VALUES (?, ?, ?, ?, ?)",
             (kid, session, pid, pid_start, time.time())))
 
+    def kernel_ended(self, kid: str) -> None:
+        """Note that kernel ``kid`` stopped recording (unloaded): its tasks are no longer followed by it."""
+        self._run(lambda con: con.execute("UPDATE kernels SET pid = NULL WHERE kid = ?", (kid,)))
+        self._alive.pop(kid, None)
+
     def write(self, rows: Iterable[Sequence[Any]]) -> None:
         """Insert or update task rows (values in ``COLUMNS`` order), all in one transaction."""
         rows = list(rows)

@@ -388,6 +388,11 @@ class LedgerWriter:
         self._wake.set()
         self._thread.join(timeout)
         if self._ledger is not None:
+            if self._registered:
+                try:  # its detached commands may be followed by the next load, even in this very process
+                    self._ledger.kernel_ended(self.kid)
+                except (sqlite3.Error, OSError):
+                    pass
             self._ledger.close()
             self._ledger = None
 
