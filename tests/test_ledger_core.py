@@ -12,6 +12,7 @@ import pytest
 from ttasks_ipy.core import BashRunner, CallRunner, Executor, TaskSpec
 from ttasks_ipy.core.ledger import SCHEMA_VERSION, Extras, Ledger, LedgerWriter, NewerLedger
 from ttasks_ipy.core.ledger.results import pack, unpack
+from ttasks_ipy.core.ledger.schema import MIGRATIONS
 
 
 @pytest.fixture
@@ -89,7 +90,8 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path, ex):
     con.commit()
     con.close()
     before = path.read_bytes()
-    with pytest.raises(NewerLedger, match=r"written by a newer ttasks_ipy \(schema 2.*left as it is"):
+    newer = SCHEMA_VERSION + 1
+    with pytest.raises(NewerLedger, match=rf"written by a newer ttasks_ipy \(schema {newer}.*left as it is"):
         Ledger(path)
     w, said = writer(path, ex)
     run(ex, TaskSpec(CallRunner(lambda: 1)))
@@ -97,6 +99,22 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path, ex):
     w.close()
     assert len(said) == 1 and "newer ttasks_ipy" in said[0]
     assert path.read_bytes() == before
+
+
+def test_an_older_ledger_is_migrated_forward_keeping_its_rows(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.executescript(MIGRATIONS[0])  # a file written when the schema was version 1
+    con.execute("PRAGMA user_version = 1")
+    con.execute("INSERT INTO tasks (kid, session, tid, name, kind, description, state, status, created, updated) "
+                "VALUES ('k', 's', 1, 'old', 'bash', '!true', 'succeeded', 'succeeded', 1.0, 1.0)")
+    con.close()
+    ledger = Ledger(path)
+    assert [e.name for e in ledger.history()] == ["old"]
+    ledger.write_graphs([("g", "s", "k", "g", "a: x = 1", 2.0)])
+    assert ledger.graph_cell("g", "s") == ("g", "a: x = 1")
+    ledger.close()
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_locked_ledger_leaves_tasks_running_warns_once_and_catches_up(tmp_path, ex):

@@ -350,3 +350,31 @@ def test_a_detached_command_is_found_again_after_unload_and_load_in_the_same_ker
         assert "✓ train finished" in r.stdout and "['begun', 'after', 'restart', 'done']" in r.stdout
     finally:
         stop_kernel(k)
+
+
+def test_a_graph_with_a_task_lost_with_its_kernel_is_rerun_keeping_what_succeeded(data, tmp_path):
+    runs, flag = tmp_path / "runs", tmp_path / "flag"
+    k = start_kernel(env=data)
+    try:
+        k.run(f"%%bgraph g\nprep: !echo ran >> {runs}; echo 10\n"
+              f"slow after prep: !while [ ! -e {flag} ]; do sleep 0.05; done; echo ok\n"
+              "last after slow, prep: c = int(upstream.prep.output) * 2\n")
+        wait_until(lambda: ledger_file(data).exists()
+                   and ("slow", "running") in rows(data), 15, "slow recorded as running")
+        os.kill(k.pid, signal.SIGKILL)
+    finally:
+        stop_kernel(k)
+    k = start_kernel(env=data)
+    try:
+        hist = k.run("%bg --history").stdout
+        assert "g.slow" in hist and "lost (its kernel ended while it ran)" in hist
+        flag.touch()
+        r = k.run("%bg --rerun g\ng.wait(30)\nprint(g.ok, c)")
+        assert "[bg] graph g rerun from the ledger: kept prep; running slow, last again" in r.stdout
+        assert "True 20" in r.stdout
+        assert runs.read_text() == "ran\n"  # what succeeded was not run again
+        assert "nothing to rerun" in k.run("%bg --rerun g").stdout
+        r = k.run("%bg --rerun nosuch", allow_error=True)
+        assert "no graph 'nosuch' here or in the ledger" in r.stderr
+    finally:
+        stop_kernel(k)

@@ -81,9 +81,11 @@ def help_text() -> str:
     ]) + "\n"
 
 
-def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> GraphRun:
+def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any],
+           adjust: Callable[[list[GraphNode]], list[GraphNode]] | None = None) -> GraphRun:
     """Run the graph of a ``%%bgraph`` cell in the background; returns its handle (also bound as NAME).
 
+    ``adjust(nodes)`` may replace nodes before it starts (a rerun keeps what succeeded).
     Raises ``UsageError`` (one line) for any bad input, before anything starts.
     """
     try:
@@ -108,6 +110,8 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
             name, cell, user_ns, first_line=2, grace=None,  # the session's grace when the task ends
             make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
         )
+        if adjust is not None:
+            nodes = adjust(nodes)
         graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel,
                          on_submit=lambda node, task: session.adopt(task, _dispatch(name, node, user_ns)))
         if isinstance(old, GraphRun) and old.status == "running":
@@ -118,6 +122,9 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     except TaskError as e:
         raise UsageError(f"%%bgraph {name}: {e}") from None
     user_ns[name] = graph
+    record = getattr(getattr(session, "ledger", None), "record_graph", None)
+    if record is not None:
+        record(name, line, cell)  # kept for %bg --rerun in a later kernel
     session.track_graph(graph)
     session.display_graph(graph, start_line(graph))
     return graph

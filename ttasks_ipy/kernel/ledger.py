@@ -15,6 +15,7 @@ else the working directory.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import re
 import stat
@@ -27,6 +28,7 @@ from IPython.core.error import UsageError
 from ..core import TaskSpec
 from ..core.ledger import Entry, Extras, LedgerError, LedgerWriter
 from ..core.ledger.detached import DetachedRunner, read_exit, trusted
+from ..core.ledger.replay import KeptResult
 from ..core.ledger.results import unpack
 from ..core.runners.bash import CommandResult
 from ..views import history as views
@@ -350,6 +352,81 @@ class KernelLedger:
               f"{', '.join(said)}")
         if ended:  # their results are delivered at the end of this cell, with their notices
             self.session.executor.wait(ended, timeout=REFIND_WAIT)
+
+    # ---- graphs --------------------------------------------------------------
+    def record_graph(self, name: str, line: str, cell: str) -> None:
+        """Keep a graph run's cell as typed (for ``--rerun`` in a later kernel)."""
+        if self.writer is not None:
+            self.writer.record_graph(name, line, cell)
+
+    def rerun(self, key: str) -> None:
+        """``--rerun GRAPH``: run again what did not succeed; after a restart, from the graph's kept cell."""
+        from ..core.graph import GraphRun
+        from .graph_magic import bgraph
+
+        ns = self.session.shell.user_ns
+        live = ns.get(key)
+        if isinstance(live, GraphRun):
+            if live.status == "running":
+                raise UsageError(f"%bg --rerun: graph {key} is running: wait for it or cancel it first")
+            if live.ok:
+                print(f"[bg] graph {key}: every task succeeded; nothing to rerun")
+                return
+            live.rerun()
+            self.session.display_graph(live, f"[bg] graph {key} rerun: what succeeded stays")
+            return
+        ledger = self._ledger("--rerun")
+        stored = ledger.graph_cell(key, self.key)
+        if stored is None:
+            raise UsageError(f"%bg --rerun: no graph {key!r} here or in the ledger (run it with %%bgraph {key})")
+        line, cell = stored
+        entries = {e.name: e for e in ledger.graph_entries(key, self.key)}
+        try:
+            check_trusted(ledger.path)
+        except (LedgerError, OSError) as e:
+            raise UsageError(f"%bg --rerun: {e}") from None
+        kept: list[str] = []
+
+        def keep(nodes: list[Any]) -> list[Any]:
+            by_name = {n.name: n for n in nodes}
+            again: dict[str, bool] = {}
+
+            def reruns(name: str) -> bool:
+                if name not in again:
+                    again[name] = True  # a cycle is the compiler's to report
+                    n = by_name[name]
+                    again[name] = self._kept(ledger, entries.get(name), n) is None or any(map(reruns, n.deps))
+                return again[name]
+
+            out = []
+            for n in nodes:
+                if reruns(n.name):
+                    out.append(n)
+                    continue
+                runner = self._kept(ledger, entries[n.name], n)
+                out.append(dataclasses.replace(n, make_runner=runner))
+                kept.append(n.name)
+            return out
+
+        bgraph(self.session, line, cell, ns, adjust=keep)
+        left = [n for n in entries if n not in kept]
+        print(f"[bg] graph {key} rerun from the ledger: kept {', '.join(kept) or 'nothing'}"
+              + (f"; running {', '.join(left)} again" if left else ""))
+
+    def _kept(self, ledger: Any, e: Entry | None, node: Any) -> KeptResult | None:
+        """The kept result of a graph task that succeeded, as a runner; None when it must run again."""
+        if e is None or e.state != "succeeded" or e.kind != node.kind:
+            return None
+        if e.kind == "bash":
+            if not e.folder and (e.stdout_chars or e.stderr_chars):
+                return None  # its output (what dependents read) is gone
+            return KeptResult("bash", e.description, self._command_result(e))
+        if not e.has_result:
+            return None
+        values = unpack(ledger.result_blob(e.id))
+        if VALUE in values:
+            return KeptResult(e.kind, e.description, values[VALUE])
+        return KeptResult(e.kind, e.description, values, statement=True)
 
     def release_detached(self) -> None:
         """Let go of the detached commands this kernel follows (they run on; the next kernel finds them)."""

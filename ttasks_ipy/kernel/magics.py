@@ -29,7 +29,7 @@ from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
 from .session import Session
 
-ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard", "--history", "--load", "--forget")
+ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard", "--history", "--load", "--forget", "--rerun")
 RESERVED = ("all", "any")
 
 
@@ -97,6 +97,7 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "the last N (20) tasks of this notebook's kernels, newest first, from the ledger"),
     ("--load", "NAME|ID", {"nargs": 1}, "bring a past task's kept result back (a graph's: all its names)"),
     ("--forget", "NAME|ID ...", {"nargs": "*"}, "remove past tasks and their output files from the ledger"),
+    ("--rerun", "GRAPH", {"nargs": 1}, "run a graph again, keeping what succeeded (after a restart: from the ledger)"),
 ]
 #: options that go with an action: (flag, argparse keywords, help)
 ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
@@ -454,6 +455,9 @@ class BgMagics(Magics):
             return None
         if a.load:
             self.session.ledger.load(a.load[0], a.out)
+            return None
+        if a.rerun:
+            self.session.ledger.rerun(a.rerun[0])
             return None
         if a.forget is not None:
             if not a.forget and a.older_than is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import TaskError
 
 #: the version this code writes; bump it and append to ``MIGRATIONS`` to change the schema
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE kernels (
@@ -71,8 +71,22 @@ CREATE INDEX tasks_by_graph ON tasks (graph, created);
 CREATE INDEX tasks_detached ON tasks (detached) WHERE detached = 1;
 """
 
+#: version 2: each graph run's cell as typed (its first line and body), so a later kernel can rerun it
+_V2 = """
+CREATE TABLE graphs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    session TEXT NOT NULL,
+    kid TEXT NOT NULL,
+    line TEXT NOT NULL,
+    cell TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX graphs_by_name ON graphs (name, session, created);
+"""
+
 #: ``MIGRATIONS[i]``: the SQL that takes a file from version ``i`` to ``i + 1``
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

@@ -151,6 +151,26 @@ class Ledger:
             "INSERT OR REPLACE INTO kernels (kid, session, pid, pid_start, started) VALUES (?, ?, ?, ?, ?)",
             (kid, session, pid, pid_start, time.time())))
 
+    def write_graphs(self, graphs: Iterable[tuple[str, str, str, str, str, float]]) -> None:
+        """Keep graph runs' cells: (name, session, kid, first line, cell, time) each."""
+        rows = list(graphs)
+        if rows:
+            self._run(lambda con: con.executemany(
+                "INSERT INTO graphs (name, session, kid, line, cell, created) VALUES (?, ?, ?, ?, ?, ?)", rows))
+
+    def graph_cell(self, name: str, session: str | None = None) -> tuple[str, str] | None:
+        """The first line and body of the latest run of graph ``name`` (of ``session`` first)."""
+        for scope in ([session] if session is not None else []) + [None]:
+            sql = "SELECT line, cell FROM graphs WHERE name = ?"
+            args: list[Any] = [name]
+            if scope is not None:
+                sql += " AND session = ?"
+                args.append(scope)
+            rows = self._q(sql + " ORDER BY created DESC, id DESC LIMIT 1", args)
+            if rows:
+                return rows[0][0], rows[0][1]
+        return None
+
     def kernel_ended(self, kid: str) -> None:
         """Note that kernel ``kid`` stopped recording (unloaded): its tasks are no longer followed by it."""
         self._run(lambda con: con.execute("UPDATE kernels SET pid = NULL WHERE kid = ?", (kid,)))

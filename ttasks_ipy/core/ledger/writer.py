@@ -125,6 +125,7 @@ class LedgerWriter:
         self._max_pages = max_pages
         self._on_warning = on_warning
         self._events: collections.deque[TaskEvent] = collections.deque()
+        self._graphs: collections.deque[tuple[str, str, str, str, str, float]] = collections.deque()
         self._waiting: dict[int, list[Any]] = {}  # task id -> its row not yet written
         self._adopted: dict[int, Entry] = {}  # task id -> the ledger row it continues (a re-found task)
         self._problem: str | None = None
@@ -217,6 +218,10 @@ class LedgerWriter:
         """Make ``task`` continue ledger row ``entry`` (a detached task found again); call before it runs."""
         self._adopted[task.id] = entry
 
+    def record_graph(self, name: str, line: str, cell: str) -> None:
+        """Keep a graph run's cell as typed (written with the next round), so that it can be rerun later."""
+        self._graphs.append((name, self.session, self.kid, line, cell, time.time()))
+
     def touch(self, task: Task) -> None:
         """Write ``task``'s current record soon, though no event changed it (a detached task's pid)."""
         self._events.append(TaskEvent(EventKind.PROGRESS, task, task.attempt, time.time(), record=task.record()))
@@ -251,7 +256,7 @@ class LedgerWriter:
                 self._waiting[tid] = self._row(ev)
             except Exception:
                 log.exception("ledger: cannot record task %s", ev.task.label)
-        if not self._waiting:
+        if not self._waiting and not self._graphs:
             return True
         ledger = self._open()
         if ledger is None:
@@ -267,6 +272,11 @@ class LedgerWriter:
                 if entry.kid != self.kid:  # claimed at load: this kernel's row from now on
                     self._adopted[tid] = entry._replace(kid=self.kid)
             ledger.write(list(self._waiting.values()))
+            if self._graphs:
+                graphs = list(self._graphs)
+                ledger.write_graphs(graphs)
+                for _ in graphs:
+                    self._graphs.popleft()
         except (sqlite3.Error, OSError) as e:
             self._trouble(e)
             self._bound()
@@ -377,7 +387,7 @@ class LedgerWriter:
                     return False
                 self._written.wait(left)
                 self._wake.set()
-        return not self._waiting
+        return not self._waiting and not self._graphs
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop recording: write what waits (bounded by ``timeout``), then close the file."""
