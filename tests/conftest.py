@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 import queue
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from jupyter_client.manager import start_new_kernel
+
+#: the suite never writes into the user's own Jupyter data directory (the ledger's default home):
+#: kernels and notebooks started by tests inherit this
+os.environ["JUPYTER_DATA_DIR"] = tempfile.mkdtemp(prefix="ttasks-test-jupyter-data-")
 
 
 @dataclass

@@ -41,9 +41,10 @@ def llm():
 
 
 @pytest.mark.parametrize("widgets", [False, True], ids=["text", "widgets"])
-def test_reflected_key_reaches_no_message_log_or_file(llm, widgets):
-    k = start_kernel(env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": KEY, "OPENAI_MODEL": "echo"},
-                     widgets=widgets)
+def test_reflected_key_reaches_no_message_log_or_file(llm, widgets, tmp_path):
+    data = tmp_path / "jupyter"  # the ledger's home: searched too
+    k = start_kernel(env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": KEY, "OPENAI_MODEL": "echo",
+                          "JUPYTER_DATA_DIR": str(data)}, widgets=widgets)
     seen: list[dict] = []
     try:
         k.run(KEEP_LOGS)
@@ -61,6 +62,7 @@ def test_reflected_key_reaches_no_message_log_or_file(llm, widgets):
             "[(h.exception, h.exception.__cause__, h.spec.runner.meta) for h in hs]",
             "hs",
             "print('\\n'.join(_kept_logs.lines))",
+            "%bg --history 500",
         ]
         for cell in cells:
             r = k.run(cell, allow_error=True, timeout=90)
@@ -75,6 +77,9 @@ def test_reflected_key_reaches_no_message_log_or_file(llm, widgets):
         stop_kernel(k)
     texts = {f"message {i} ({m['msg_type']})": json.dumps(m["content"], default=str) for i, m in enumerate(seen)}
     texts.update(dir_texts(out_dir) if os.path.isdir(out_dir) else {})
+    ledger = dir_texts(data / "ttasks_ipy")
+    assert any(name.endswith("ledger.sqlite") for name in ledger)  # the ledger recorded the tasks
+    texts.update(ledger)
     assert_no_leak(texts, KEY)
     # the key did go out, and the server did quote it back
     assert any(r.headers.get("authorization") == f"Bearer {KEY}" for r in llm.requests)

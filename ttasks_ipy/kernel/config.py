@@ -55,6 +55,15 @@ class TTasks(Configurable):
         help="Extra HTTP headers for prompt requests (never put a key here: use llm_api_key_env).",
     ).tag(config=True)
     llm_retries = Int(3, help="Retries of a prompt refused with 429 or 5xx before its first token.").tag(config=True)
+    ledger = Bool(
+        True, help="Record every task in the ledger (history, logs and results across kernel restarts)."
+    ).tag(config=True)
+    ledger_path = Unicode(
+        "", help="The ledger's SQLite file (default: ttasks_ipy/ledger.sqlite under the Jupyter data directory)."
+    ).tag(config=True)
+    ledger_result_cap = Int(
+        10 << 20, help="Bytes of a task's serialised result the ledger keeps (%bg --load); larger ones are not kept."
+    ).tag(config=True)
 
     backend = CaselessStrEnum(
         ["thread", "dask"],
@@ -76,7 +85,7 @@ class TTasks(Configurable):
     _BOUNDS = {
         "max_workers": (1, 4096), "max_services": (1, 4096), "grace": (0.0, 600.0),
         "tail_chars": (1_000, 1 << 30), "file_cap": (0, 1 << 40), "llm_timeout": (0.001, 365 * 86400.0),
-        "llm_max_concurrency": (1, 4096), "llm_retries": (0, 100),
+        "llm_max_concurrency": (1, 4096), "llm_retries": (0, 100), "ledger_result_cap": (0, 1 << 34),
         "dask_workers": (1, 1024), "dask_threads_per_worker": (1, 1024), "dask_timeout": (0.1, 600.0),
     }
 

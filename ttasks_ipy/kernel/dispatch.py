@@ -32,8 +32,9 @@ class Dispatch:
     names: tuple[str, ...] | None = None
     #: what each target name held at dispatch (to tell whether the user reassigned it since)
     targets: dict[str, Any] = field(default_factory=dict)
-    #: the graph the task belongs to (its notice is the graph's)
+    #: the graph the task belongs to (its notice is the graph's), and the task's name in it
     graph: str | None = None
+    node: str | None = None
     #: True when all slots were busy at dispatch (the start line says "queued")
     queued_at_start: bool = False
     #: dispatched with ``--quiet``: no start line, and no notice when it goes well

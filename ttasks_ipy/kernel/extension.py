@@ -85,6 +85,7 @@ def load(shell: Any) -> None:
     from . import routing
 
     s.routing = routing.install(shell, s.executor.get)
+    s.ledger.refind()  # detached commands of this notebook that outlived an earlier kernel
 
 
 def unload(shell: Any) -> None:
@@ -113,15 +114,20 @@ def unload(shell: Any) -> None:
         for name in ("bg", "bgraph"):
             magics[kind].pop(name, None)
     active = s.executor.active()
+    detached = [t for t in active if getattr(t.spec.runner, "detached", False)]
+    active = [t for t in active if t not in detached]
     waiting = len(s.inbox)
     s.shutdown()
-    if active or waiting:
+    if active or waiting or detached:
         said = []
         if active:
             names = ", ".join(t.label for t in active[:8]) + (" …" if len(active) > 8 else "")
             said.append(f"cancelled {len(active)} active task{'s' if len(active) != 1 else ''} ({names})")
         if waiting:
             said.append(f"dropped {waiting} result{'s' if waiting != 1 else ''} not yet delivered")
+        if detached:
+            said.append(f"left {len(detached)} detached command{'s' if len(detached) != 1 else ''} running "
+                        f"({', '.join(t.label for t in detached)}; the next load follows them again)")
         print(f"[bg] unloaded: {'; '.join(said)}")
     routing = getattr(s, "routing", None)
     if routing is not None:

@@ -85,9 +85,11 @@ def help_text() -> str:
     ]) + "\n"
 
 
-def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> GraphRun:
+def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any],
+           adjust: Callable[[list[GraphNode]], list[GraphNode]] | None = None) -> GraphRun:
     """Run the graph of a ``%%bgraph`` cell in the background; returns its handle (also bound as NAME).
 
+    ``adjust(nodes)`` may replace nodes before it starts (a rerun keeps what succeeded).
     Raises ``UsageError`` (one line) for any bad input, before anything starts.
     """
     try:
@@ -116,6 +118,8 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
         )
         if any(n.backend == "dask" for n in nodes):
             session.dask.ensure("%%bgraph")
+        if adjust is not None:
+            nodes = adjust(nodes)
         graph = GraphRun(session.executor, name, nodes, timeout=args.timeout, max_parallel=args.max_parallel,
                          on_submit=lambda node, task: session.adopt(task, _dispatch(name, node, user_ns)))
         if isinstance(old, GraphRun) and old.status == "running":
@@ -126,6 +130,9 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any]) -> Graph
     except TaskError as e:
         raise UsageError(f"%%bgraph {name}: {e}") from None
     user_ns[name] = graph
+    record = getattr(getattr(session, "ledger", None), "record_graph", None)
+    if record is not None:
+        record(name, line, cell)  # kept for %bg --rerun in a later kernel
     session.track_graph(graph)
     session.display_graph(graph, start_line(graph))
     return graph
@@ -150,7 +157,7 @@ def _factory(session: Any, attr: str) -> Any:
 
 def _dispatch(graph: str, node: GraphNode, user_ns: dict[str, Any]) -> Dispatch:
     """What the session keeps about a graph task: a Python body delivers the names it assigns."""
-    d = Dispatch(graph=graph, keeps_failed_result=node.kind != "python")
+    d = Dispatch(graph=graph, node=node.name, keeps_failed_result=node.kind != "python")
     if node.kind == "python":
         d.expression = bool(node.meta.get("expression"))
         d.remember_targets([] if d.expression else list(node.meta.get("assigns", ())), user_ns)

@@ -30,7 +30,7 @@ from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
 from .session import Session
 
-ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
+ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard", "--history", "--load", "--forget", "--rerun")
 RESERVED = ("all", "any")
 
 
@@ -70,6 +70,8 @@ DISPATCH_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("--system",), {"metavar": "TEXT", "help": "system prompt for a prompt"}),
     (("--bash",), {"action": "store_true", "help": "(%%bg) the cell is a bash script"}),
     (("--names",), {"metavar": "NAMES", "help": "(%%bg) deliver only these names (comma-separated)"}),
+    (("--detach",), {"action": "store_true",
+                     "help": "a command that outlives the kernel (a restarted kernel follows it again)"}),
 ]
 #: option -> whether it takes a value (for splitting the leading options off a line)
 TAKES_VALUE = {flag: kw.get("action") != "store_true" for flags, kw in DISPATCH_OPTIONS for flag in flags}
@@ -92,8 +94,13 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
      "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
     ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
      "wait (bounded by --timeout S) and say how each ended; no names: every active task but services"),
-    ("--log", "NAME", {"nargs": 1}, "the task's output and traceback"),
+    ("--log", "NAME", {"nargs": 1}, "the task's output and traceback (a past task's from the ledger)"),
     ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
+    ("--history", "[N]", {"nargs": "?", "const": 20, "type": _count("--history", low=1)},
+     "the last N (20) tasks of this notebook's kernels, newest first, from the ledger"),
+    ("--load", "NAME|ID", {"nargs": 1}, "bring a past task's kept result back (a graph's: all its names)"),
+    ("--forget", "NAME|ID ...", {"nargs": "*"}, "remove past tasks and their output files from the ledger"),
+    ("--rerun", "GRAPH", {"nargs": 1}, "run a graph again, keeping what succeeded (after a restart: from the ledger)"),
 ]
 #: options that go with an action: (flag, argparse keywords, help)
 ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
@@ -101,6 +108,9 @@ ACTION_MODIFIERS: list[tuple[str, dict[str, Any], str]] = [
     ("--tail", {"type": _count("--tail", low=1), "metavar": "N"},
      f"with --log: show the last N lines of each stream (default {text.LOG_TAIL})"),
     ("--all", {"action": "store_true"}, "with --log: show the whole output"),
+    ("--all-kernels", {"action": "store_true"}, "with --history: the tasks of every notebook"),
+    ("-o", {"dest": "out", "metavar": "VAR"}, "with --load: into VAR"),
+    ("--older-than", {"metavar": "AGE"}, "with --forget: every finished task older than AGE (30d, 12h, 90m)"),
 ]
 
 
@@ -173,6 +183,8 @@ def _refuse_repeats(tokens: list[str], magic: str) -> None:
 
 def _refuse_misplaced(args: argparse.Namespace, kind: str) -> None:
     """One ``UsageError`` for an option that does nothing for a task of ``kind`` ('bash', 'python', 'prompt')."""
+    if args.detach and kind != "bash":
+        raise UsageError("%bg: --detach goes with a command (!COMMAND or %%bg --bash), which can outlive the kernel")
     if args.process and kind == "bash":
         raise UsageError("%bg: --process goes with Python (a command already runs in its own process): drop it")
     for opt, value in (("--model", args.model), ("--system", args.system)):
@@ -244,7 +256,7 @@ class BgMagics(Magics):
             command = body[1:].strip()
             if not command:
                 raise UsageError("%bg: empty command after '!'")
-            runner = BashRunner(expand_shell(command, ns), env=self._env(args, ns), cwd=self._cwd(args, ns))
+            runner = self._command_runner(args, expand_shell(command, ns), ns)
             spec = self._spec(args, runner, name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif body.startswith("?") or args.prompt:
@@ -272,7 +284,7 @@ class BgMagics(Magics):
         if args.bash:
             if args.names:
                 raise UsageError("%%bg --bash: --names goes with Python cells; a script delivers its result with -o")
-            runner = BashRunner(cell, env=self._env(args, ns), cwd=self._cwd(args, ns))
+            runner = self._command_runner(args, cell, ns)
             spec = self._spec(args, runner, name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif args.prompt:
@@ -327,6 +339,16 @@ class BgMagics(Magics):
             spec.timeout = self.session.config.llm_timeout
         plan = Dispatch(out=out, expression=True, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         return spec, plan
+
+    def _command_runner(self, args: argparse.Namespace, command: str, ns: dict[str, Any]) -> Any:
+        """A command's runner: in the kernel's care, or detached (``--detach``) to outlive it."""
+        if not args.detach:
+            return BashRunner(command, env=self._env(args, ns), cwd=self._cwd(args, ns))
+        for opt, given in (("--service", args.service), ("--ready", args.ready), ("--stall", args.stall),
+                           ("--retries", args.retries)):
+            if given:
+                raise UsageError(f"%bg: {opt} does not go with --detach (a detached command runs once, on its own)")
+        return self.session.ledger.detached_runner(command, self._env(args, ns), self._cwd(args, ns))
 
     def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
         if args.process:
@@ -437,6 +459,25 @@ class BgMagics(Magics):
             raise UsageError(f"%bg: {'--tail' if a.tail is not None else '--all'} goes with --log NAME")
         if a.timeout is not None and a.wait is None:
             raise UsageError("%bg: --timeout with an action goes with --wait NAMES")
+        for flag, given, goes in (("--all-kernels", a.all_kernels, a.history), ("-o", a.out, a.load),
+                                  ("--older-than", a.older_than, a.forget)):
+            if given and goes is None:
+                action = {"--all-kernels": "--history", "-o": "--load NAME", "--older-than": "--forget"}[flag]
+                raise UsageError(f"%bg: {flag} goes with {action}")
+        if a.history is not None:
+            print(self.session.ledger.history(a.history, a.all_kernels))
+            return None
+        if a.load:
+            self.session.ledger.load(a.load[0], a.out)
+            return None
+        if a.rerun:
+            self.session.ledger.rerun(a.rerun[0])
+            return None
+        if a.forget is not None:
+            if not a.forget and a.older_than is None:
+                raise UsageError("%bg --forget: name the tasks (NAME, ID, a graph), or give --older-than AGE")
+            self.session.ledger.forget(a.forget, a.older_than)
+            return None
         if a.list:
             print(text.task_table(self.session.tasks(), self.session.dispatches.facts))
             st = self.session.executor.statistics()
@@ -449,7 +490,14 @@ class BgMagics(Magics):
             if a.all and a.tail is not None:
                 raise UsageError("%bg --log: --tail N or --all, not both")
             tail = None if a.all else (a.tail or text.LOG_TAIL)
-            task = self._find(a.log[0])
+            try:
+                task = self._find(a.log[0])
+            except UsageError:
+                past = self.session.ledger.log(a.log[0], tail)  # a task of an earlier kernel
+                if past is None:
+                    raise
+                print(past)
+                return None
             print(text.graph_log(task, tail) if isinstance(task, GraphRun) else text.log_text(task, tail))
             return None
         if a.cancel is not None:

@@ -74,6 +74,10 @@ class Session:
         #: where --dask tasks go (connected on first use)
         self.dask = DaskLink(self.executor, config)
         self._kernel = getattr(shell, "kernel", None)
+        from .ledger import KernelLedger
+
+        #: this session's ledger (history, results, detached commands)
+        self.ledger = KernelLedger(self)
         atexit.register(self.shutdown)
         self._closed = False
 
@@ -87,13 +91,21 @@ class Session:
         quiet: bool = False,
         show_handle: bool = False,
         dispatch: Dispatch | None = None,
+        prepare: Any = None,
     ) -> Task:
         """Submit ``spec`` for this session and show its start line (unless ``quiet``).
 
-        ``dispatch`` says where its result goes (default: the names a statement assigns).
+        ``dispatch`` says where its result goes (default: the names a statement assigns);
+        ``prepare(task)`` is called before the task can start.
         """
         d = dispatch or Dispatch()
-        task = self.executor.submit(spec, replace=replace, after=after or (), prepare=lambda t: self.adopt(t, d))
+
+        def adopt(t: Task) -> None:
+            self.adopt(t, d)
+            if prepare is not None:
+                prepare(t)
+
+        task = self.executor.submit(spec, replace=replace, after=after or (), prepare=adopt)
         d.queued_at_start = task.state is TaskState.QUEUED
         if quiet:
             if not show_handle:  # a bare `%bg --quiet …` line shows no handle either
@@ -269,6 +281,7 @@ class Session:
         line = group_line(said)
         if line is not None:
             print(line)
+        self.ledger.say_warnings()
 
     # ---- events and delivery -------------------------------------------
     def _on_event(self, ev: TaskEvent) -> None:
@@ -381,12 +394,14 @@ class Session:
             pass
         self._unsubscribe()
         self.executor.remove_wait_hook(self._after_wait)
+        self.ledger.release_detached()  # they outlive the kernel: the next one finds them again
         self.executor.cancel_all("kernel shutdown")
         self.updater.close()
         if self._pool is not None:
             self._pool.shutdown()
         self.executor.shutdown()
         self.dask.shutdown()
+        self.ledger.close()
         if "ttasks_ipy.core.runners.prompt" in sys.modules:
             from ..core.runners.prompt import shutdown_loop
 
