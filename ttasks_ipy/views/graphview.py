@@ -122,6 +122,34 @@ class GraphView(widgets.VBox):
     # ---- rendering -----------------------------------------------------
     def render(self, tasks: dict[str, Task]) -> str:
         """The view's HTML for ``tasks`` (name -> task)."""
+        return FIT + self._body(tasks)
+
+    # ---- what a notebook keeps without widgets ---------------------------
+    def start_html(self) -> str:
+        """The graph as it was started (stable: every task pending, no clock), for saved notebooks."""
+        return self._body({}, started=True)
+
+    def end_html(self) -> str:
+        """The graph as its run ended, for saved notebooks."""
+        return self._body(dict(self._graph.tasks))
+
+    def mimebundle(self, ended: bool) -> dict[str, Any]:
+        """The view's display: the widget view, and beside it its start or (``ended``) end as text and HTML."""
+        data = super()._repr_mimebundle_()
+        if ended:
+            from . import text
+
+            data["text/plain"] = text.graph_notice(self._graph) + "\n" + text.task_table(self._graph.tasks.values())
+            data["text/html"] = self.end_html()
+        else:
+            data["text/html"] = self.start_html()
+        return data
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        # its saved form is its start until the kernel layer sends the end of a run
+        return self.mimebundle(False)
+
+    def _body(self, tasks: dict[str, Task], started: bool = False) -> str:
         g = self._graph
         nodes = g.nodes
         statuses = {n.name: (tasks[n.name].status if n.name in tasks else "pending") for n in nodes}
@@ -131,12 +159,12 @@ class GraphView(widgets.VBox):
             picture = self._summary_svg(statuses)
         else:
             picture = self._full_svg(tasks, statuses)
-        gstatus = g.status
+        gstatus = "started" if started else g.status
         if gstatus == "done":
             verdict = "ok" if g.ok else "not ok"
             word = "succeeded" if g.ok else "failed"
         else:
-            verdict, word = gstatus, ("running" if gstatus == "running" else "pending")
+            verdict, word = gstatus, ("running" if gstatus in ("running", "started") else "pending")
         fg, _ = colours(word)
         when = clock(g.elapsed) if gstatus == "running" else (duration(g.elapsed) if gstatus == "done" else "")
         finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled", "blocked"))
@@ -149,22 +177,21 @@ class GraphView(widgets.VBox):
         header = (
             f'<div style="display:flex;align-items:center;gap:8px;flex-wrap:wrap">'
             f'<span style="font-weight:600;font-size:14px">{esc(g.name)}</span>{chip("graph")}'
-            f"{badge(verdict) if gstatus != 'done' else _verdict(verdict, fg)}"
+            f"{badge(verdict, word) if gstatus != 'done' else _verdict(verdict, fg)}"
             f'<span style="color:{MUTED}">{finished}/{len(nodes)} finished</span>'
             f'<span style="display:flex;gap:12px;flex-wrap:wrap;font-size:12px">{chips}</span>'
             f'<span style="flex:1"></span><span style="color:{MUTED};font-variant-numeric:tabular-nums">{when}</span>'
             "</div>"
         )
         footer = ""
-        problem = g.error if gstatus == "done" and not g.ok else g.reason
+        problem = "" if started else (g.error if gstatus == "done" and not g.ok else g.reason)
         if problem:
             footer = (
                 f'<div class="ttasks-reason" style="margin-top:6px;font-size:12px;color:{fg}">'
                 f"{esc(shorten(problem, 300))}</div>"
             )
         return (
-            FIT
-            + f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
+            f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
             f'style="font-family:{FONT};font-size:13px;color:{TEXT};background:{SURFACE};border:1px solid {BORDER};'
             f'border-left:4px solid {fg};border-radius:8px;padding:10px 12px;box-sizing:border-box">{header}'
             f'<div style="overflow-x:auto;margin-top:8px">{picture}</div>{footer}</div>'

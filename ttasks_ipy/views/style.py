@@ -49,9 +49,9 @@ def colours(status: str) -> tuple[str, str]:
     return STATUS_COLOURS.get(status, STATUS_COLOURS["pending"])
 
 
-def badge(status: str) -> str:
-    """A rounded status pill."""
-    fg, bg = colours(status)
+def badge(status: str, colour_of: str | None = None) -> str:
+    """A rounded status pill saying ``status``, in the colours of ``colour_of`` (default: ``status``)."""
+    fg, bg = colours(colour_of or status)
     return (
         f'<span class="ttasks-badge" style="display:inline-block;padding:0 8px;border-radius:10px;'
         f"font-size:11px;font-weight:600;line-height:18px;letter-spacing:.02em;color:{fg};background:{bg};"
