@@ -14,6 +14,7 @@ them: then that is a failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -234,6 +235,77 @@ def _saved(lab: Lab, name: str, needle: str, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{name} was not saved with {needle!r} in {timeout}s")
         time.sleep(0.2)  # the server has no event for "saved": poll the file
+
+
+def _outputs_by_task(nb: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The saved display data of each card (by its task) and graph view (by ``graph:NAME``) in ``nb``."""
+    found: dict[str, dict[str, Any]] = {}
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            html = "".join(out.get("data", {}).get("text/html", []))
+            for key, marker in (("", 'data-task="'), ("graph:", 'ttasks-graph-body" data-status')):
+                if marker in html:
+                    name = html.split(marker, 1)[1].split('"', 1)[0] if not key else "pipeline"
+                    found[key + name] = {k: "".join(v) for k, v in out["data"].items()}
+    return found
+
+
+def test_a_saved_notebook_keeps_how_tasks_ended(page: Any) -> None:
+    with _screenshot_on_failure(page, "failure-saved.png"):
+        _saved_notebook(page)
+
+
+def _saved_notebook(page: Any) -> None:
+
+    lab: Lab = page.lab
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    _saved(lab, NOTEBOOK.name, "graph pipeline failed")  # the graph's end, applied in the page, saved
+    nb = json.loads((lab.root / NOTEBOOK.name).read_text())
+    saved = _outputs_by_task(nb)
+    # each card's saved form says what ran, how it ended and what it delivered, as text and HTML
+    assert 'data-status="cancelled"' in saved["train"]["text/html"]
+    assert "⊘ train cancelled by user" in saved["train"]["text/plain"]
+    assert 'data-status="succeeded"' in saved["fit"]["text/html"] and "delivered" in saved["fit"]["text/html"]
+    assert "✓ fit finished in" in saved["fit"]["text/plain"] and "→ model" in saved["fit"]["text/plain"]
+    assert "exit status 2" in saved["load"]["text/plain"] and "no such file: data.csv" in saved["load"]["text/plain"]
+    assert 'data-ok="false"' in saved["graph:pipeline"]["text/html"]
+
+    # the saved notebook opened where no kernel runs: someone else's copy, its kernel not installed here
+    nb["metadata"]["kernelspec"] = {"name": "absent", "display_name": "Absent", "language": "absent"}
+    nb["metadata"].pop("language_info", None)  # else the frontend picks a kernel by language
+    (lab.root / "offline.ipynb").write_text(json.dumps(nb))
+    kernels = len(lab.api("kernels"))
+    offline = page.context.browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    offline.frontend = page.frontend
+    try:
+        with _screenshot_on_failure(offline, "failure-offline.png"):
+            _offline(offline, lab, kernels)
+    finally:
+        offline.close()
+
+
+def _offline(offline: Any, lab: Lab, kernels: int) -> None:
+    from playwright.sync_api import expect
+
+    offline.set_default_timeout(20_000)
+    offline.goto(lab.url("offline.ipynb"), timeout=90_000)
+    # the frontend asks which kernel to start: none
+    offline.locator(".jp-Dialog .jp-mod-reject").click(timeout=60_000)
+    # the notebook is not trusted here: its HTML is sanitised (no data attributes, no theme variables),
+    # so the cards are found by what they say
+    cards = offline.locator(f"{NB} .ttasks-card-body")
+    for says in (["train", "cancelled by user"], ["fit", "finished in", "delivered model"],
+                 ["load", "exit status 2", "no such file: data.csv"]):
+        found = cards
+        for text in says:
+            found = found.filter(has_text=text)
+        expect(found).to_have_count(1, timeout=60_000)
+    expect(offline.locator(f"{NB} .ttasks-graph-body")).to_contain_text("not ok")
+    assert offline.locator(f"{NB} .jp-OutputArea-output").filter(has_text="Error displaying widget").count() == 0
+    assert len(lab.api("kernels")) == kernels  # nothing was started for it
+    offline.locator(f"{NB} .jp-Cell").nth(3).scroll_into_view_if_needed()
+    offline.screenshot(path=str(_artifacts(offline) / "saved-no-kernel.png"), full_page=False)
 
 
 def test_a_reload_brings_running_cards_back_live(page: Any) -> None:

@@ -286,17 +286,21 @@ class TaskCard(widgets.HBox):
         return self._body(task, status, percent, inner)
 
     def mimebundle(self, ended: bool) -> dict[str, Any]:
-        """The card's display: the widget view, and beside it its start or (``ended``) end as text and HTML."""
-        data = super()._repr_mimebundle_()
+        """The card's display: the widget view with its start as text and HTML beside it, or (``ended``) its
+        end as text and HTML alone.
+
+        An ended card no longer changes, so its display becomes the HTML it shows: the same picture with
+        or without a kernel, with or without saved widget state, in every frontend and on GitHub.
+        """
         task = self._task_ref()
         if task is None:
-            return data
+            return super()._repr_mimebundle_()
         if ended:
             tail = [ansi.strip(line.text) for line in self._lines(task)]
-            data["text/plain"] = text_view.end_text(task, self._facts, tail)
-            data["text/html"] = self.end_html(task)
-        else:
-            data["text/html"] = self.start_html(task)
+            html = f'<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
+            return {"text/plain": text_view.end_text(task, self._facts, tail), "text/html": html}
+        data = super()._repr_mimebundle_()
+        data["text/html"] = self.start_html(task)
         return data
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:

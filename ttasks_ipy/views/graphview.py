@@ -134,15 +134,17 @@ class GraphView(widgets.VBox):
         return self._body(dict(self._graph.tasks))
 
     def mimebundle(self, ended: bool) -> dict[str, Any]:
-        """The view's display: the widget view, and beside it its start or (``ended``) end as text and HTML."""
-        data = super()._repr_mimebundle_()
+        """The view's display: the widget view with its start as text and HTML beside it, or (``ended``) the
+        end of its run as text and HTML alone (an ended run no longer changes; a rerun shows a new view)."""
         if ended:
             from . import text
 
-            data["text/plain"] = text.graph_notice(self._graph) + "\n" + text.task_table(self._graph.tasks.values())
-            data["text/html"] = self.end_html()
-        else:
-            data["text/html"] = self.start_html()
+            return {
+                "text/plain": text.graph_notice(self._graph) + "\n" + text.task_table(self._graph.tasks.values()),
+                "text/html": f'<div class="ttasks-graph" style="max-width:1100px;margin:2px 0">{self.end_html()}</div>',
+            }
+        data = super()._repr_mimebundle_()
+        data["text/html"] = self.start_html()
         return data
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
