@@ -72,7 +72,7 @@ def test_a_saved_card_says_what_ran_how_it_ended_and_what_it_delivered(saved: An
     assert 'data-status="succeeded"' in html and 'data-task="fetch"' in html
     assert "fetched &lt;b&gt;7&lt;/b&gt; rows" in html and "<b>7</b>" not in html  # escaped
     assert "delivered" in html and ">r</b>" in html
-    assert "<style>" not in html  # a fallback needs no widget CSS
+    assert html.count("<style>") == 1 and "widget-html-content" not in html  # the theme's palette, nothing else
     assert WIDGET not in fetch  # ended, the card is its HTML: shown alike with or without a kernel or widget state
 
     oops = _display(saved, 3)

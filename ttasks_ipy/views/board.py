@@ -69,7 +69,7 @@ class Dashboard(widgets.VBox):
         )
         self._button = widgets.Button(
             description="Cancel", tooltip="Cancel the task named in the box", layout=base.layout("button"),
-            style=base.cancel_style(),
+            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
         )
         controls = widgets.HBox([self._target, self._button], layout=base.layout("row"))
         super().__init__(

@@ -24,13 +24,14 @@ from . import text as text_view
 from .facts import NO_FACTS, TaskFacts
 from .style import (
     BORDER,
+    CODE_BG,
     FIT,
     FONT,
     MONO,
     MUTED,
-    SUNKEN,
     SURFACE,
     TEXT,
+    THEME,
     badge,
     bar,
     chip,
@@ -77,7 +78,7 @@ class TaskCard(widgets.HBox):
             description="Cancel",
             tooltip=f"Cancel task {task.label} (handled once the kernel is free: after a running cell ends)",
             layout=base.layout("cancel"),
-            style=base.cancel_style(),
+            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
         )
         super().__init__(
             children=(self._html, self._button),
@@ -159,7 +160,7 @@ class TaskCard(widgets.HBox):
         if lines:
             parts.append(
                 f'<div class="ttasks-tail" style="margin-top:8px;padding:6px 0;border-radius:6px;'
-                f"background:{SUNKEN};border:1px solid {BORDER};font-family:{MONO};font-size:12px;"
+                f"background:{CODE_BG};border:1px solid {BORDER};font-family:{MONO};font-size:12px;"
                 f'line-height:1.45;white-space:pre;overflow-x:auto;color:{TEXT}">{ansi.lines_html(lines)}</div>'
             )
         parts.append(self._footer(task, status))
@@ -251,7 +252,7 @@ class TaskCard(widgets.HBox):
             bits.append(f"delivered {names}")
         if not bits:
             return ""
-        sep = f'<span style="color:{BORDER}"> · </span>'
+        sep = f'<span style="color:{MUTED}"> · </span>'
         return f'<div class="ttasks-reason" style="margin-top:8px;font-size:12px;color:{MUTED}">{sep.join(bits)}</div>'
 
     def _lines(self, task: Task) -> list[ansi.Line]:
@@ -297,7 +298,7 @@ class TaskCard(widgets.HBox):
             return super()._repr_mimebundle_()
         if ended:
             tail = [ansi.strip(line.text) for line in self._lines(task)]
-            html = f'<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
+            html = f'{THEME}<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
             return {"text/plain": text_view.end_text(task, self._facts, tail), "text/html": html}
         data = super()._repr_mimebundle_()
         data["text/html"] = self.start_html(task)

@@ -32,6 +32,7 @@ from .style import (
     SUNKEN,
     SURFACE,
     TEXT,
+    VERDICT_TEXT,
     badge,
     chip,
     clock,
@@ -216,7 +217,7 @@ class GraphView(widgets.VBox):
                 dash = ' stroke-dasharray="4 3"' if n.finally_ else ""
                 edges.append(
                     f'<path d="M{sx:.0f},{sy:.0f} C{mid:.0f},{sy:.0f} {mid:.0f},{ey:.0f} {ex - 4:.0f},{ey:.0f}" '
-                    f'fill="none" stroke="#8c959f" stroke-width="1.4"{dash} marker-end="url(#ttasks-arrow)"/>'
+                    f'fill="none" stroke="#6e7781" stroke-width="1.4"{dash} marker-end="url(#ttasks-arrow)"/>'
                 )
         for n in g.nodes:
             x, y = pos[n.name]
@@ -232,7 +233,7 @@ class GraphView(widgets.VBox):
             tags = " ".join(w for w, on in (("finally", n.finally_), ("optional", n.optional)) if on)
             tag = (
                 f'<text x="{x + NODE_W - 8}" y="{y + 15}" font-size="9.5" text-anchor="end" font-style="italic" '
-                f'fill="#656d76">{tags}</text>'
+                f'style="fill:{TEXT}">{tags}</text>'
                 if tags
                 else ""
             )
@@ -242,11 +243,11 @@ class GraphView(widgets.VBox):
             boxes.append(
                 f'<g class="ttasks-node" data-name="{esc(n.name)}" data-status="{esc(status)}">'
                 f"<title>{esc(title)}</title>"
-                f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" fill="{bg}" stroke="{fg}" '
+                f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" style="fill:{bg};stroke:{fg}" '
                 f'stroke-width="{sw}"{dash}/>'
-                f'<text x="{x + 10}" y="{y + 16}" font-size="12" font-weight="600" fill="#1f2328">'
+                f'<text x="{x + 10}" y="{y + 16}" font-size="12" font-weight="600" style="fill:{TEXT}">'
                 f"{esc(shorten(n.name, 10 if tags else 18))}</text>{tag}"
-                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" fill="{fg}">{esc(shorten(sub, 25))}</text></g>'
+                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" style="fill:{fg}">{esc(shorten(sub, 25))}</text></g>'
             )
         return _svg(width, height, "".join(edges) + "".join(boxes))
 
@@ -262,14 +263,15 @@ class GraphView(widgets.VBox):
             c = Counter(statuses[n] for n in names)
             if lv:
                 parts.append(
-                    f'<path d="M{x - COL_GAP},{y + BOX_H / 2} L{x - 4},{y + BOX_H / 2}" stroke="#8c959f" '
+                    f'<path d="M{x - COL_GAP},{y + BOX_H / 2} L{x - 4},{y + BOX_H / 2}" stroke="#6e7781" '
                     'stroke-width="1.4" marker-end="url(#ttasks-arrow)"/>'
                 )
             parts.append(
                 f'<g class="ttasks-level" data-level="{lv}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" '
-                f'rx="8" fill="{SUNKEN}" stroke="#d0d7de"/>'
-                f'<text x="{x + 10}" y="{y + 18}" font-size="12" font-weight="600" fill="#1f2328">level {lv}</text>'
-                f'<text x="{x + BOX_W - 10}" y="{y + 18}" font-size="11" text-anchor="end" fill="#656d76">'
+                f'rx="8" style="fill:{SUNKEN};stroke:{BORDER}"/>'
+                f'<text x="{x + 10}" y="{y + 18}" font-size="12" font-weight="600" style="fill:{TEXT}">'
+                f"level {lv}</text>"
+                f'<text x="{x + BOX_W - 10}" y="{y + 18}" font-size="11" text-anchor="end" style="fill:{MUTED}">'
                 f"{len(names):,} tasks</text>"
             )
             bx, bw = x + 10, BOX_W - 20
@@ -278,12 +280,12 @@ class GraphView(widgets.VBox):
                 if n:
                     w = bw * n / len(names)
                     fill = colours(s)[0]
-                    parts.append(f'<rect x="{bx:.1f}" y="{y + 28}" width="{w:.1f}" height="10" fill="{fill}"/>')
+                    parts.append(f'<rect x="{bx:.1f}" y="{y + 28}" width="{w:.1f}" height="10" style="fill:{fill}"/>')
                     bx += w
             top = [f"{c[s]} {s}" for s in STATUS_ORDER if c.get(s)][:2]
             for i, line in enumerate(top):
                 ty = y + 54 + i * 13
-                parts.append(f'<text x="{x + 10}" y="{ty}" font-size="10.5" fill="#656d76">{line}</text>')
+                parts.append(f'<text x="{x + 10}" y="{ty}" font-size="10.5" style="fill:{MUTED}">{line}</text>')
             parts.append("</g>")
         return _svg(width, height, "".join(parts))
 
@@ -294,7 +296,7 @@ class GraphView(widgets.VBox):
 def _verdict(verdict: str, fg: str) -> str:
     return (
         f'<span style="display:inline-block;padding:0 8px;border-radius:10px;font-size:11px;font-weight:700;'
-        f'line-height:18px;color:#fff;background:{fg}">{esc(verdict)}</span>'
+        f'line-height:18px;color:{VERDICT_TEXT};background:{fg}">{esc(verdict)}</span>'
     )
 
 
@@ -303,7 +305,7 @@ def _svg(width: float, height: float, body: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" style="font-family:{FONT};display:block">'
         '<defs><marker id="ttasks-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs>'
+        'orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#6e7781"/></marker></defs>'
         f"{body}</svg>"
     )
 
