@@ -466,3 +466,63 @@ def _themes(page: Any) -> None:
     finally:
         _theme(page, "JupyterLab Light", light=True)
         _new_cell(page, "%bg --cancel dawn dusk\nnight.cancel()")
+
+
+def _no_one_connected(lab: Lab, timeout: float) -> None:
+    """No page is connected to any kernel of the server (the tab is really gone), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while any(k.get("connections", 0) for k in lab.api("kernels")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"a page is still connected after {timeout}s: {lab.api('kernels')}")
+        time.sleep(0.2)  # the server has no event for a client leaving: poll its API
+
+
+def _exists(path: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear in {timeout}s")
+        time.sleep(0.1)  # written by a task's command: no event reaches the test
+
+
+def test_a_closed_tab_reopened_shows_what_finished_meanwhile(page: Any) -> None:
+    """Last in the module: it closes the module's page and opens the notebook in a new one."""
+    with _screenshot_on_failure(page, "failure-closed.png"):
+        _close_tab(page)
+    lab: Lab = page.lab
+    again = page.context.browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    again.frontend, again.lab = page.frontend, lab
+    page.close()  # the tab is closed, as a person closes it
+    with _screenshot_on_failure(again, "failure-reopened.png"):
+        _no_one_connected(lab, 30)
+        (lab.root / "closed").touch()  # the task ends now, while nobody looks
+        _exists(lab.root / "ended", 30)
+        _reopen(again, lab)
+
+
+def _close_tab(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    _new_cell(page, "%bg -n away -o back !while [ ! -e closed ]; do sleep 0.05; done; "
+                    "echo finished while away; touch ended")
+    expect(page.locator(CARD.format("away"))).to_have_attribute("data-status", "running", timeout=15_000)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    _saved(page.lab, NOTEBOOK.name, "away")
+
+
+def _reopen(page: Any, lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(20_000)
+    page.goto(lab.url(NOTEBOOK.name), timeout=90_000)
+    _kernel_ready(page, lab, 90)
+    # no cell is run: the card comes back from the kernel's widget models in the state it reached meanwhile
+    card = page.locator(CARD.format("away"))
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(card.locator(".ttasks-tail")).to_contain_text("finished while away")
+    expect(card.locator(".ttasks-reason")).to_contain_text("delivered back")
+    _row(page, "away").scroll_into_view_if_needed()
+    _row(page, "away").screenshot(path=str(_artifacts(page) / "card-after-closed-tab.png"))
+    _new_cell(page, "print('back:', back.returncode, back.output.strip())")
+    expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("back: 0 finished while away")
