@@ -49,7 +49,7 @@ class TestTail:
     def test_colours_become_styles(self) -> None:
         (line,) = tail_lines([("stdout", "a \x1b[1;31mred\x1b[0m b \x1b[38;5;208morange\x1b[38;2;1;2;3mrgb\n")])
         styles = [(r.text, r.style[0], r.style[2]) for r in line.runs]
-        assert styles[1] == ("red", "#cf222e", True)
+        assert styles[1] == ("red", "var(--ttasks-ansi-1,#cf222e)", True)
         assert ("orange", "#ff8700", False) in styles
         assert ("rgb", "#010203", False) in styles
         html = lines_html([line])
@@ -416,3 +416,58 @@ class TestGraphView:
         assert value.count('class="ttasks-level"') == 10
         assert "ttasks-node" not in value
         assert len(value) < 20_000
+
+
+def _contrast(a: str, b: str) -> float:
+    """The WCAG contrast ratio of two ``#rrggbb`` colours."""
+
+    def lum(c: str) -> float:
+        rgb = [int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        lin = [v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4 for v in rgb]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def _tint(top: str, alpha: float, bottom: str) -> str:
+    t, b = ([int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in (top, bottom))
+    return "#" + "".join(f"{round(x * alpha + y * (1 - alpha)):02x}" for x, y in zip(t, b, strict=True))
+
+
+#: JupyterLab 4's theme colours the views stand on: a card (--jp-layout-color1), a bar's track
+#: (--jp-layout-color2), an output tail (--jp-cell-editor-background)
+THEMES = {
+    "light": {"card": "#ffffff", "track": "#eeeeee", "tail": "#f5f5f5"},
+    "dark": {"card": "#212121", "track": "#424242", "tail": "#212121"},
+}
+
+
+@pytest.mark.parametrize("theme", list(THEMES))
+def test_every_colour_is_legible_on_the_theme(theme: str) -> None:
+    """WCAG AA: text 4.5:1 (status words on the card and in their pill, ANSI and stderr text in a tail,
+    a verdict on its colour), status marks 3:1 (a card's edge, a progress bar on its track)."""
+    from ttasks_ipy.views import style
+
+    bg = THEMES[theme]
+    statuses = style.STATUS_COLOURS if theme == "light" else style.DARK_STATUS_COLOURS
+    ansi = style.ANSI_LIGHT if theme == "light" else style.ANSI_DARK
+    stderr, mark = style.STDERR_LIGHT if theme == "light" else style.STDERR_DARK
+    on_strong = style.ON_STRONG[0 if theme == "light" else 1]
+    low = []
+    for status, (fg, pill) in statuses.items():
+        for what, other, need in (("card", bg["card"], 4.5), ("pill", pill, 4.5), ("track", bg["track"], 3.0),
+                                  ("verdict", on_strong, 4.5)):
+            if _contrast(fg, other) < need:
+                low.append(f"{status} on {what}: {_contrast(fg, other):.2f}")
+    for n, colour in enumerate(ansi):
+        if _contrast(colour, bg["tail"]) < 4.5:
+            low.append(f"ANSI {n} in a tail: {_contrast(colour, bg['tail']):.2f}")
+    tinted = _tint("#e5534b", 0.09, bg["tail"])  # a stderr line's background
+    if _contrast(stderr, tinted) < 4.5 or _contrast(mark, tinted) < 3.0:
+        low.append(f"stderr: {_contrast(stderr, tinted):.2f}, its mark {_contrast(mark, tinted):.2f}")
+    assert not low, low
+    assert set(statuses) == set(style.STATUS_COLOURS)
+    # the dark palette is what the theme rule sets
+    for status, (fg, pill) in style.DARK_STATUS_COLOURS.items():
+        assert f"--ttasks-{status}-fg:{fg}" in style.THEME and f"--ttasks-{status}-bg:{pill}" in style.THEME

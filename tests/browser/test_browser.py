@@ -14,6 +14,7 @@ them: then that is a failure.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -139,7 +140,9 @@ def _cards_progress_tail_cancel(page: Any) -> None:
         "([sel, p]) => { const e = document.querySelector(sel); return e && parseFloat(e.dataset.percent) >= p }",
         arg=[CARD.format("train"), first + 3],
     )
-    bar_width = train.locator(".ttasks-bar").evaluate("e => e.getBoundingClientRect().width")
+    # measured in one script: the card's HTML is replaced by updates, and a detached element measures 0
+    bar_width = page.evaluate("sel => document.querySelector(sel).getBoundingClientRect().width",
+                              CARD.format("train") + " .ttasks-bar")
     assert bar_width > 0
 
     # the output tail: stdout lines, the \r-rewritten stderr bar on one line, task text escaped
@@ -192,6 +195,12 @@ def _node(page: Any, name: str) -> Any:
     return page.locator(f"{NB} .ttasks-graph-body .ttasks-node[data-name='{name}']")
 
 
+def _fill(page: Any, name: str) -> str:
+    """The colour a graph node is filled with, as the page computes it (one script: views are replaced)."""
+    return page.evaluate("sel => getComputedStyle(document.querySelector(sel)).fill",
+                         f"{NB} .ttasks-graph-body .ttasks-node[data-name='{name}'] rect")
+
+
 def _graph_colours(page: Any) -> None:
     from playwright.sync_api import expect
 
@@ -200,7 +209,7 @@ def _graph_colours(page: Any) -> None:
     _run_cells(page, 2)
     graph = page.locator(f"{NB} .ttasks-graph-body")
     expect(_node(page, "build")).to_have_attribute("data-status", "running", timeout=15_000)
-    running_fill = _node(page, "build").locator("rect").get_attribute("fill")
+    running_fill = _fill(page, "build")
     expect(_node(page, "deploy")).to_have_attribute("data-status", "pending")
     page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-running.png"))
 
@@ -212,7 +221,7 @@ def _graph_colours(page: Any) -> None:
         "build": "succeeded", "lint": "succeeded", "test": "failed", "deploy": "blocked",
         "report": "succeeded", "notify": "failed",
     }
-    assert _node(page, "build").locator("rect").get_attribute("fill") != running_fill  # the colour changed
+    assert _fill(page, "build") != running_fill  # the colour changed
     expect(graph).to_contain_text("not ok")
     page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-done.png"))
 
@@ -234,6 +243,77 @@ def _saved(lab: Lab, name: str, needle: str, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"{name} was not saved with {needle!r} in {timeout}s")
         time.sleep(0.2)  # the server has no event for "saved": poll the file
+
+
+def _outputs_by_task(nb: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The saved display data of each card (by its task) and graph view (by ``graph:NAME``) in ``nb``."""
+    found: dict[str, dict[str, Any]] = {}
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            html = "".join(out.get("data", {}).get("text/html", []))
+            for key, marker in (("", 'data-task="'), ("graph:", 'ttasks-graph-body" data-status')):
+                if marker in html:
+                    name = html.split(marker, 1)[1].split('"', 1)[0] if not key else "pipeline"
+                    found[key + name] = {k: "".join(v) for k, v in out["data"].items()}
+    return found
+
+
+def test_a_saved_notebook_keeps_how_tasks_ended(page: Any) -> None:
+    with _screenshot_on_failure(page, "failure-saved.png"):
+        _saved_notebook(page)
+
+
+def _saved_notebook(page: Any) -> None:
+
+    lab: Lab = page.lab
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    _saved(lab, NOTEBOOK.name, "graph pipeline failed")  # the graph's end, applied in the page, saved
+    nb = json.loads((lab.root / NOTEBOOK.name).read_text())
+    saved = _outputs_by_task(nb)
+    # each card's saved form says what ran, how it ended and what it delivered, as text and HTML
+    assert 'data-status="cancelled"' in saved["train"]["text/html"]
+    assert "⊘ train cancelled by user" in saved["train"]["text/plain"]
+    assert 'data-status="succeeded"' in saved["fit"]["text/html"] and "delivered" in saved["fit"]["text/html"]
+    assert "✓ fit finished in" in saved["fit"]["text/plain"] and "→ model" in saved["fit"]["text/plain"]
+    assert "exit status 2" in saved["load"]["text/plain"] and "no such file: data.csv" in saved["load"]["text/plain"]
+    assert 'data-ok="false"' in saved["graph:pipeline"]["text/html"]
+
+    # the saved notebook opened where no kernel runs: someone else's copy, its kernel not installed here
+    nb["metadata"]["kernelspec"] = {"name": "absent", "display_name": "Absent", "language": "absent"}
+    nb["metadata"].pop("language_info", None)  # else the frontend picks a kernel by language
+    (lab.root / "offline.ipynb").write_text(json.dumps(nb))
+    kernels = len(lab.api("kernels"))
+    offline = page.context.browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    offline.frontend = page.frontend
+    try:
+        with _screenshot_on_failure(offline, "failure-offline.png"):
+            _offline(offline, lab, kernels)
+    finally:
+        offline.close()
+
+
+def _offline(offline: Any, lab: Lab, kernels: int) -> None:
+    from playwright.sync_api import expect
+
+    offline.set_default_timeout(20_000)
+    offline.goto(lab.url("offline.ipynb"), timeout=90_000)
+    # the frontend asks which kernel to start: none
+    offline.locator(".jp-Dialog .jp-mod-reject").click(timeout=60_000)
+    # the notebook is not trusted here: its HTML is sanitised (no data attributes, no theme variables),
+    # so the cards are found by what they say
+    cards = offline.locator(f"{NB} .ttasks-card-body")
+    for says in (["train", "cancelled by user"], ["fit", "finished in", "delivered model"],
+                 ["load", "exit status 2", "no such file: data.csv"]):
+        found = cards
+        for text in says:
+            found = found.filter(has_text=text)
+        expect(found).to_have_count(1, timeout=60_000)
+    expect(offline.locator(f"{NB} .ttasks-graph-body")).to_contain_text("not ok")
+    assert offline.locator(f"{NB} .jp-OutputArea-output").filter(has_text="Error displaying widget").count() == 0
+    assert len(lab.api("kernels")) == kernels  # nothing was started for it
+    offline.locator(f"{NB} .jp-Cell").nth(3).scroll_into_view_if_needed()
+    offline.screenshot(path=str(_artifacts(offline) / "saved-no-kernel.png"), full_page=False)
 
 
 def test_a_reload_brings_running_cards_back_live(page: Any) -> None:
@@ -260,3 +340,189 @@ def _reload(page: Any) -> None:
     _row(page, "slowly").screenshot(path=str(_artifacts(page) / "card-after-reload.png"))
     _new_cell(page, "print('delivered:', so.returncode, so.output.split()[-1])")
     expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("delivered: 0 40")
+
+
+#: WCAG contrast of what the views draw, from the page's computed styles: every element with text of its own
+#: (and SVG text on its node), against the background it is drawn on (alpha and opacity composited), and
+#: the status marks (a card's edge, a progress bar on its track, a graph node's outline)
+CONTRAST_JS = """
+(roots) => {
+  const parse = (c) => {
+    const m = c && c.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+  };
+  const over = (top, bottom) => [0, 1, 2].map(i => top[i] * top[3] + bottom[i] * (1 - top[3])).concat([1]);
+  const lum = (c) => {
+    const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]);
+  };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const backdrop = (el) => {
+    const layers = [];
+    for (let e = el; e && e.nodeType === 1; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [255, 255, 255, 1];
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg;
+  };
+  const opacity = (el) => {
+    let o = 1;
+    for (let e = el; e && e.nodeType === 1; e = e.parentElement) o *= parseFloat(getComputedStyle(e).opacity);
+    return o;
+  };
+  const hex = (c) => '#' + c.slice(0, 3).map(v => Math.round(v).toString(16).padStart(2, '0')).join('');
+  const out = [];
+  const check = (el, kind, fgRaw, bg, need, label) => {
+    const fg = parse(fgRaw);
+    if (!fg) return;
+    fg[3] *= opacity(el);
+    const shown = over(fg, bg);
+    out.push({kind, label: label.slice(0, 40), fg: hex(shown), bg: hex(bg), ratio: ratio(shown, bg), need});
+  };
+  for (const root of document.querySelectorAll(roots)) {
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+      if (el.closest('svg') || !el.getClientRects().length) continue;  // drawn apart, or not shown
+      const own = [...el.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim();
+      if (own) check(el, el.closest('.ttasks-badge') ? 'badge' : 'text', getComputedStyle(el).color,
+                     backdrop(el), 4.5, own);
+    }
+    for (const body of [root].filter(r => r.classList.contains('ttasks-card-body'))) {
+      check(body, 'edge', getComputedStyle(body).borderLeftColor, backdrop(body), 3, body.dataset.task || '');
+    }
+    for (const barEl of root.querySelectorAll('.ttasks-bar[data-percent]:not([data-percent=""])')) {
+      check(barEl, 'bar', getComputedStyle(barEl).backgroundColor, backdrop(barEl.parentElement), 3, 'bar');
+    }
+    for (const node of root.querySelectorAll('g.ttasks-node')) {
+      const rect = node.querySelector('rect');
+      const page = backdrop(node.closest('svg').parentElement);
+      const fill = over(parse(getComputedStyle(rect).fill), page);
+      check(rect, 'node', getComputedStyle(rect).stroke, page, 3, node.dataset.name);
+      for (const t of node.querySelectorAll('text')) {
+        check(t, 'text', getComputedStyle(t).fill, fill, 4.5, t.textContent);
+      }
+    }
+  }
+  return out;
+}
+"""
+VIEWS = f"{NB} .ttasks-card-body, {NB} .ttasks-dashboard-body, {NB} .ttasks-graph-body, {NB} .ttasks-cancel"
+
+
+def _theme(page: Any, name: str, light: bool) -> None:
+    """Pick ``name`` in Settings > Theme, as a person does, and wait until the page has it."""
+    page.locator(".lm-MenuBar-itemLabel", has_text="Settings").click()
+    page.locator(".lm-Menu-itemLabel", has_text="Theme").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text=name).first.click()
+    page.wait_for_function(
+        "([name, light]) => document.body.dataset.jpThemeName === name"
+        " && document.body.dataset.jpThemeLight === String(light)",
+        arg=[name, light], timeout=30_000)
+    page.keyboard.press("Escape")
+
+
+def _contrast(page: Any, theme: str) -> list[dict[str, Any]]:
+    """Every measured pair in the page (saved as ``contrast-<theme>.json``); fails listing those below need."""
+    pairs = page.evaluate(CONTRAST_JS, VIEWS)
+    (_artifacts(page) / f"contrast-{theme}.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False))
+    low = [p for p in pairs if p["ratio"] < p["need"]]
+    assert not low, f"{len(low)} of {len(pairs)} below WCAG AA in {theme}: {low[:12]}"
+    return pairs
+
+
+def test_light_and_dark_themes_keep_every_status_legible(page: Any) -> None:
+    with _screenshot_on_failure(page, "failure-theme.png"):
+        _themes(page)
+
+
+def _themes(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    # one of each status the views draw: running with a bar, stalled with every ANSI colour, pending
+    _new_cell(page, "%bg -n dawn !echo '40%|####      | 40/100' >&2; sleep 120")
+    _new_cell(page, "%bg -n dusk --stall 1 !printf '\\033[31mred \\033[32mgreen \\033[33myellow \\033[34mblue "
+                    "\\033[35mmagenta \\033[36mcyan \\033[37mwhite \\033[90mgrey \\033[1;95mbright\\033[0m plain\\n'; "
+                    "echo 'on stderr' >&2; sleep 120")
+    _new_cell(page, "%%bgraph night\nfirst: !sleep 120\nthen after first: !echo then")
+    expect(page.locator(CARD.format("dawn"))).to_have_attribute("data-percent", "40.0", timeout=30_000)
+    expect(page.locator(CARD.format("dusk"))).to_have_attribute("data-status", "stalled", timeout=30_000)
+    expect(page.locator(f"{NB} .ttasks-node[data-name='then']")).to_have_attribute("data-status", "pending")
+    seen = {p["kind"] for p in _contrast(page, "light")}
+    assert {"text", "badge", "edge", "bar", "node"} <= seen
+    _row(page, "dawn").scroll_into_view_if_needed()
+    page.screenshot(path=str(_artifacts(page) / "theme-light.png"), full_page=False)
+    try:
+        _theme(page, "JupyterLab Dark", light=False)
+        _contrast(page, "dark")
+        _row(page, "dawn").scroll_into_view_if_needed()
+        page.screenshot(path=str(_artifacts(page) / "theme-dark.png"), full_page=False)
+        page.locator(f"{NB} .ttasks-dashboard").scroll_into_view_if_needed()
+        page.screenshot(path=str(_artifacts(page) / "theme-dark-dashboard.png"), full_page=False)
+        page.locator(f"{NB} .ttasks-graph").first.scroll_into_view_if_needed()
+        page.locator(f"{NB} .ttasks-graph").first.screenshot(path=str(_artifacts(page) / "theme-dark-graph.png"))
+    finally:
+        _theme(page, "JupyterLab Light", light=True)
+        _new_cell(page, "%bg --cancel dawn dusk\nnight.cancel()")
+
+
+def _no_one_connected(lab: Lab, timeout: float) -> None:
+    """No page is connected to any kernel of the server (the tab is really gone), within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while any(k.get("connections", 0) for k in lab.api("kernels")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"a page is still connected after {timeout}s: {lab.api('kernels')}")
+        time.sleep(0.2)  # the server has no event for a client leaving: poll its API
+
+
+def _exists(path: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear in {timeout}s")
+        time.sleep(0.1)  # written by a task's command: no event reaches the test
+
+
+def test_a_closed_tab_reopened_shows_what_finished_meanwhile(page: Any) -> None:
+    """Last in the module: it closes the module's page and opens the notebook in a new one."""
+    with _screenshot_on_failure(page, "failure-closed.png"):
+        _close_tab(page)
+    lab: Lab = page.lab
+    again = page.context.browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
+    again.frontend, again.lab = page.frontend, lab
+    page.close()  # the tab is closed, as a person closes it
+    with _screenshot_on_failure(again, "failure-reopened.png"):
+        _no_one_connected(lab, 30)
+        (lab.root / "closed").touch()  # the task ends now, while nobody looks
+        _exists(lab.root / "ended", 30)
+        _reopen(again, lab)
+
+
+def _close_tab(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    _new_cell(page, "%bg -n away -o back !while [ ! -e closed ]; do sleep 0.05; done; "
+                    "echo finished while away; touch ended")
+    expect(page.locator(CARD.format("away"))).to_have_attribute("data-status", "running", timeout=15_000)
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+s")
+    _saved(page.lab, NOTEBOOK.name, "away")
+
+
+def _reopen(page: Any, lab: Lab) -> None:
+    from playwright.sync_api import expect
+
+    page.set_default_timeout(20_000)
+    page.goto(lab.url(NOTEBOOK.name), timeout=90_000)
+    _kernel_ready(page, lab, 90)
+    # no cell is run: the card comes back from the kernel's widget models in the state it reached meanwhile
+    card = page.locator(CARD.format("away"))
+    expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
+    expect(card.locator(".ttasks-tail")).to_contain_text("finished while away")
+    expect(card.locator(".ttasks-reason")).to_contain_text("delivered back")
+    _row(page, "away").scroll_into_view_if_needed()
+    _row(page, "away").screenshot(path=str(_artifacts(page) / "card-after-closed-tab.png"))
+    _new_cell(page, "print('back:', back.returncode, back.output.strip())")
+    expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("back: 0 finished while away")

@@ -151,9 +151,7 @@ def _display_handle(task: Any) -> bool:
     if s is not None and (s.shown_in_this_cell(task) or said):
         return True  # on screen in this cell already (its start line or card, or its notice)
     if s is not None and s.widgets():
-        from .. import views
-
-        display(views.task_card(task, s.updater))
+        s.display_card(task, at_dispatch=False)
         return True
     display(_Plain(text.status_line(task)))
     return True

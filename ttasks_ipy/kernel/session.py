@@ -20,6 +20,7 @@ from ..views.notices import Notice, group_line
 from .config import TTasks
 from .delivery import Delivery, Inbox, Item
 from .dispatch import Dispatch, Dispatches
+from .displays import OwnDisplays
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -48,7 +49,9 @@ class Session:
         self.dispatches = Dispatches()
         self.delivery = Delivery(shell.user_ns, self.inbox, self._show, self.dispatches,
                                  overwrite=lambda: self.config.overwrite)
-        self._displays: dict[int, Any] = {}
+        #: each task's, graph's and dashboard's own displays, updated in place when they end
+        self.displays = OwnDisplays(shell, lambda: self.delivery.cell_running)
+        self._dashboards = 0
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
         #: notices of things delivered while idle with no display of their own, by id(task or graph)
@@ -66,7 +69,9 @@ class Session:
 
         #: the one updater of every live view of this session
         self.updater = views.Updater(self.executor.bus)
+        #: tasks shown with a card by the dispatching magic, and with a start line (widgets off)
         self._cards: set[int] = set()
+        self._lines: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
         config.observe(self._on_config, names=list(LIVE_SETTINGS))
         from .dask_link import DaskLink
@@ -173,19 +178,27 @@ class Session:
         from IPython.display import display
 
         if self.widgets():
-            from .. import views
-
-            display(views.task_card(task, self.updater, facts=self.dispatches.facts(task)))
-            self._cards.add(task.id)
+            self.display_card(task)
         else:
             line = _Line(text.start_line(task, self.dispatches.facts(task)))
             if self._kernel is None:  # a terminal cannot update a line in place: its notice says the end
                 display(line)
-            else:
-                handle = display(line, display_id=True)
-                if handle is not None:
-                    self._displays[task.id] = handle
+            elif self.displays.show(task.id, line):
+                self._lines.add(task.id)
         self._shown_in_cell[task.id] = self.cell_seq
+
+    def display_card(self, task: Task, at_dispatch: bool = True) -> None:
+        """Show a live card of ``task`` in the current cell (widgets on); its end replaces its saved form.
+
+        ``at_dispatch``: shown by the dispatching magic (saved as its start until it ends); else a
+        card of a task shown later (a finished task's card is saved as it ended).
+        """
+        from .. import views
+
+        card = views.task_card(task, self.updater, facts=self.dispatches.facts(task), at_dispatch=at_dispatch)
+        self.displays.show(task.id, card)
+        if at_dispatch:
+            self._cards.add(task.id)
 
     def display_graph(self, graph: Any, line: str) -> None:
         """Show a graph's own display: a live graph view, or its start line."""
@@ -194,7 +207,7 @@ class Session:
         if self.widgets():
             from .. import views
 
-            display(views.graph_view(graph, self.updater))
+            self.displays.show(("graph", id(graph)), views.graph_view(graph, self.updater))
         else:
             display(_Line(line))
 
@@ -202,12 +215,17 @@ class Session:
         """Show the live dashboard; False when widgets are not available (the caller prints text)."""
         if not self.widgets():
             return False
-        from IPython.display import display
-
         from .. import views
 
-        display(views.dashboard(self.executor, self.updater))
+        self._dashboards += 1
+        self.displays.show(("dashboard", self._dashboards), views.dashboard(self.executor, self.updater))
         return True
+
+    def _snapshot_dashboards(self) -> None:
+        """Replace each dashboard's saved form with the table as it is now (after tasks were delivered)."""
+        for key in self.displays.keys():
+            if isinstance(key, tuple) and key[0] == "dashboard":
+                self.displays.update(key, lambda board: board.mimebundle(snapshot=True), raw=True)
 
     def shown_in_this_cell(self, task: Task) -> bool:
         """Whether the dispatching magic already displayed ``task`` in the running cell."""
@@ -239,22 +257,23 @@ class Session:
     def _show(self, obj: Any, notice: Notice, at_boundary: bool) -> None:
         """Report one delivered thing: update its own display, and say its notice where it belongs."""
         tid = getattr(obj, "id", None)
+        own = tid is not None and tid in self.displays
+        if own:
+            # the displays show the end, and a notebook saved from now on keeps it, also where no widget is drawn
+            self.displays.update(tid, lambda shown: _ended(shown, notice), raw=True)
         if tid in self._cards:
             self.updater.refresh(obj)  # the card shows the final state and what was delivered
             if at_boundary and not self.shown_in_this_cell(obj):
                 self._say(obj, notice)
             return  # idle, or its card stands in this very cell: the card itself says it
-        handle = self._displays.get(tid)
-        if handle is not None:
-            try:
-                handle.update(_Line(notice.line))
-            except Exception:  # a display that cannot be updated is no reason to lose the notice
-                log.debug("display update failed", exc_info=True)
-        if handle is not None and at_boundary and self.shown_in_this_cell(obj):
+        if ("graph", id(obj)) in self.displays:
+            self.displays.update(("graph", id(obj)), lambda view: view.mimebundle(ended=True), raw=True)
+        line = tid in self._lines
+        if line and at_boundary and self.shown_in_this_cell(obj):
             return  # the display just updated stands in this very cell: no second line
         if at_boundary:
             self._say(obj, notice)
-        elif handle is None and self.config.notices and not notice.silent:
+        elif not line and self.config.notices and not notice.silent:
             # idle, and no display of its own: printing now would land in whatever cell ran
             # last; the notice waits for the end of the next cell instead (a wait there answers it)
             self._pending[id(obj)] = notice
@@ -273,7 +292,8 @@ class Session:
         """Deliver what waits and say it all in at most one line (a cell's end, the terminal's prompt)."""
         self._batch = []
         try:
-            self.delivery.drain(at_boundary=True)
+            if self.delivery.drain(at_boundary=True):
+                self._snapshot_dashboards()
             pending, self._pending = self._pending, {}
             said = [*pending.values(), *self._batch]  # what ended while idle came first
         finally:
@@ -310,7 +330,8 @@ class Session:
     def _idle_drain(self) -> None:
         if self.delivery.cell_running or self._closed:
             return
-        self.delivery.drain(at_boundary=False)
+        if self.delivery.drain(at_boundary=False):
+            self._snapshot_dashboards()
 
     def _terminal_drain(self) -> None:
         if self.delivery.cell_running or self._closed:
@@ -358,7 +379,8 @@ class Session:
         if threading.current_thread() is threading.main_thread():
             ids = {t.id for t in done if t in self.dispatches}
             if ids:
-                self.delivery.drain(at_boundary=True, only=ids)
+                if self.delivery.drain(at_boundary=True, only=ids):
+                    self._snapshot_dashboards()
 
     def _on_config(self, change: dict[str, Any]) -> None:
         name, value = change["name"], change["new"]
@@ -406,6 +428,13 @@ class Session:
             from ..core.runners.prompt import shutdown_loop
 
             shutdown_loop()
+
+
+def _ended(shown: Any, notice: Notice) -> dict[str, Any]:
+    """What replaces a task's display when it has ended: a card's end, or a start line's notice."""
+    if isinstance(shown, _Line):
+        return {"text/plain": notice.line}
+    return shown.mimebundle(ended=True)
 
 
 class _Line:

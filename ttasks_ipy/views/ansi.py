@@ -21,6 +21,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .style import STDERR_MARK, STDERR_TEXT, ansi_colour
+
 #: SGR state: (fg, bg, bold, dim, italic, underline, inverse); colours are CSS strings or None
 Style = tuple[str | None, str | None, bool, bool, bool, bool, bool]
 PLAIN: Style = (None, None, False, False, False, False, False)
@@ -41,11 +43,8 @@ _ZERO_WIDTH = re.compile(r"\x1b\[[0-9;?]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)
 _CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")  # keeps \t \n \r \b and ESC
 _TQDM = re.compile(r"(\d{1,3}(?:\.\d+)?)%\|")
 
-#: the 16 ANSI colours, readable on light and dark backgrounds
-PALETTE = (
-    "#3e4451", "#cf222e", "#1a7f37", "#9a6700", "#0969da", "#8250df", "#1b7c83", "#8c959f",
-    "#6e7781", "#e5534b", "#2da44e", "#bf8700", "#218bff", "#a475f9", "#3192aa", "#afb8c1",
-)
+#: the 16 ANSI colours as CSS, following the theme (``style.ANSI_LIGHT`` and ``style.ANSI_DARK``)
+PALETTE = tuple(ansi_colour(n) for n in range(16))
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def lines_html(lines: Sequence[Line]) -> str:
         if line.stderr:
             out.append(
                 '<div class="ttasks-stderr" style="background:rgba(229,83,75,.09);'
-                'box-shadow:inset 3px 0 0 #e5534b;padding-left:6px">'
+                f'box-shadow:inset 3px 0 0 {STDERR_MARK};padding-left:6px">'
                 f"{body}</div>"
             )
         else:
@@ -357,7 +356,7 @@ def _css(style: Style, stderr: bool) -> str:
     if inverse:
         fg, bg = (bg or "var(--jp-layout-color1,#fff)"), (fg or "var(--jp-ui-font-color1,#1f2328)")
     if fg is None and stderr:
-        fg = "#b3261e"
+        fg = STDERR_TEXT
     parts = []
     if fg:
         parts.append(f"color:{fg}")

@@ -69,7 +69,7 @@ class Dashboard(widgets.VBox):
         )
         self._button = widgets.Button(
             description="Cancel", tooltip="Cancel the task named in the box", layout=base.layout("button"),
-            style=base.cancel_style(),
+            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
         )
         controls = widgets.HBox([self._target, self._button], layout=base.layout("row"))
         super().__init__(
@@ -183,7 +183,7 @@ class Dashboard(widgets.VBox):
             why = f'<span style="color:{fg}">{esc(shorten(t.error or t.reason or status, 90))}</span>'
         else:
             why = f'<span style="font-family:{MONO};color:{MUTED}">{esc(shorten(t.spec.runner.describe(), 90))}</span>'
-        cell = f"padding:5px 8px;border-bottom:1px solid {BORDER};vertical-align:middle"
+        cell = f"padding:5px 8px;border-bottom:1px solid {BORDER};vertical-align:middle;text-align:left"
         name = esc(t.name) if t.name else f'<span style="color:{MUTED}">—</span>'
         return (
             f'<tr class="ttasks-row" data-id="{t.id}" data-status="{esc(status)}">'
@@ -235,6 +235,28 @@ class Dashboard(widgets.VBox):
         else:
             self.push()
         return n
+
+    # ---- what a notebook keeps without widgets ---------------------------
+    def mimebundle(self, snapshot: bool) -> dict[str, Any]:
+        """The dashboard's display: the widget view, and beside it (``snapshot``) the table as it is now as
+        text and HTML, else a stable line saying what it is."""
+        data = super()._repr_mimebundle_()
+        if snapshot:
+            from . import text
+
+            tasks = self._executor.tasks()
+            data["text/plain"] = text.task_table(tasks)
+            data["text/html"] = self.render(tasks)[len(FIT):]
+        else:
+            data["text/html"] = (
+                f'<div class="ttasks-dashboard-body" style="font-family:{FONT};color:{MUTED}">'
+                "[bg] dashboard: a live table of every task (shown with a kernel)</div>"
+            )
+        return data
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        # stable when shown; the kernel layer sends snapshots as tasks end
+        return self.mimebundle(False)
 
     def __repr__(self) -> str:
         return "[bg] dashboard"

@@ -20,16 +20,18 @@ from traitlets import Float, Int, Unicode, validate
 
 from ..core import Task, TaskState
 from . import ansi, base
+from . import text as text_view
 from .facts import NO_FACTS, TaskFacts
 from .style import (
     BORDER,
+    CODE_BG,
     FIT,
     FONT,
     MONO,
     MUTED,
-    SUNKEN,
     SURFACE,
     TEXT,
+    THEME,
     badge,
     bar,
     chip,
@@ -68,14 +70,15 @@ class TaskCard(widgets.HBox):
         return None if value is None else min(100.0, max(0.0, float(value)))
 
     def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-                 facts: TaskFacts = NO_FACTS) -> None:
+                 facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> None:
         self._facts = facts
+        self._at_dispatch = at_dispatch
         self._html = base.html_widget("", "card_html")
         self._button = widgets.Button(
             description="Cancel",
             tooltip=f"Cancel task {task.label} (handled once the kernel is free: after a running cell ends)",
             layout=base.layout("cancel"),
-            style=base.cancel_style(),
+            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
         )
         super().__init__(
             children=(self._html, self._button),
@@ -144,8 +147,12 @@ class TaskCard(widgets.HBox):
 
     def _draw(self, task: Task) -> tuple[str, float | None, str]:
         """``(status, percent, html)`` from one reading of the task's status."""
+        status, percent, inner = self._parts(task)
+        return status, percent, FIT + self._body(task, status, percent, inner)
+
+    def _parts(self, task: Task) -> tuple[str, float | None, str]:
+        """``(status, percent, the card's inner HTML)`` from one reading of the task's status."""
         status = task.status
-        fg, _ = colours(status)
         active = task.state.active
         lines = self._lines(task)
         percent = self._percent(task, lines)
@@ -153,23 +160,29 @@ class TaskCard(widgets.HBox):
         if lines:
             parts.append(
                 f'<div class="ttasks-tail" style="margin-top:8px;padding:6px 0;border-radius:6px;'
-                f"background:{SUNKEN};border:1px solid {BORDER};font-family:{MONO};font-size:12px;"
+                f"background:{CODE_BG};border:1px solid {BORDER};font-family:{MONO};font-size:12px;"
                 f'line-height:1.45;white-space:pre;overflow-x:auto;color:{TEXT}">{ansi.lines_html(lines)}</div>'
             )
         parts.append(self._footer(task, status))
-        return status, percent, (
-            FIT
-            + f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
+        return status, percent, "".join(parts)
+
+    def _body(self, task: Task, status: str, percent: float | None, inner: str, colour_of: str | None = None) -> str:
+        fg, _ = colours(colour_of or status)
+        return (
+            f'<div class="ttasks-card-body" data-status="{esc(status)}" data-task="{esc(task.label)}" '
             f'data-percent="{"" if percent is None else f"{percent:.1f}"}" '
             f"style=\"box-sizing:border-box;font-family:{FONT};font-size:13px;line-height:1.4;color:{TEXT};"
             f"background:{SURFACE};border:1px solid {BORDER};border-left:4px solid {fg};border-radius:8px;"
-            f'padding:10px 14px 10px 12px;box-shadow:0 1px 2px rgba(31,35,40,.06)">{"".join(parts)}</div>'
+            f'padding:10px 14px 10px 12px;box-shadow:0 1px 2px rgba(31,35,40,.06)">{inner}</div>'
         )
 
-    def _header(self, task: Task, status: str, active: bool) -> str:
+    def _header(self, task: Task, status: str, active: bool, *, word: str | None = None) -> str:
+        """The top line; ``word``: the start word shown instead of the status, with no clock (a start form)."""
         out = self._facts.out
         name = esc(task.label) + (f' <span style="color:{MUTED};font-weight:400">→ {esc(out)}</span>' if out else "")
-        if task.state is TaskState.RUNNING:
+        if word is not None:
+            when = ""
+        elif task.state is TaskState.RUNNING:
             when = clock(task.elapsed)
         elif task.state.terminal and task.started is not None:
             when = duration(task.elapsed)
@@ -179,7 +192,7 @@ class TaskCard(widgets.HBox):
             f'<div style="display:flex;align-items:center;gap:8px;min-height:28px;'
             f'padding-right:{92 if active else 0}px">'
             f'<span style="font-weight:600;font-size:14px;white-space:nowrap">{name}</span>'
-            f"{chip(task.kind)}{badge(status)}"
+            f"{chip(task.kind)}{badge(word or status, status)}"
             f'<span title="{esc(self._describe)}" style="flex:1;min-width:0;overflow:hidden;text-overflow:ellipsis;'
             f'white-space:nowrap;color:{MUTED};font-family:{MONO};font-size:12px">{esc(self._describe)}</span>'
             f'<span class="ttasks-clock" style="font-variant-numeric:tabular-nums;color:{MUTED};'
@@ -242,7 +255,7 @@ class TaskCard(widgets.HBox):
             bits.append(f"delivered {names}")
         if not bits:
             return ""
-        sep = f'<span style="color:{BORDER}"> · </span>'
+        sep = f'<span style="color:{MUTED}"> · </span>'
         return f'<div class="ttasks-reason" style="margin-top:8px;font-size:12px;color:{MUTED}">{sep.join(bits)}</div>'
 
     def _lines(self, task: Task) -> list[ansi.Line]:
@@ -263,6 +276,42 @@ class TaskCard(widgets.HBox):
             self._tqdm = found
             self._ever_percent = True
         return self._tqdm
+
+    # ---- what a notebook keeps without widgets ---------------------------
+    def start_html(self, task: Task) -> str:
+        """The card as it was dispatched (stable: no clock, no output), for saved notebooks."""
+        word = "queued" if task.state is TaskState.QUEUED and self._facts.queued_at_start else "started"
+        status = "queued" if word == "queued" else "running"
+        return self._body(task, word, None, self._header(task, status, False, word=word), status)
+
+    def end_html(self, task: Task) -> str:
+        """The card as it ended (its last output lines, how it ended, what it delivered), for saved notebooks."""
+        status, percent, inner = self._parts(task)
+        return self._body(task, status, percent, inner)
+
+    def mimebundle(self, ended: bool) -> dict[str, Any]:
+        """The card's display: the widget view with its start as text and HTML beside it, or (``ended``) its
+        end as text and HTML alone.
+
+        An ended card no longer changes, so its display becomes the HTML it shows: the same picture with
+        or without a kernel, with or without saved widget state, in every frontend and on GitHub.
+        """
+        task = self._task_ref()
+        if task is None:
+            return super()._repr_mimebundle_()
+        if ended:
+            tail = [ansi.strip(line.text) for line in self._lines(task)]
+            html = f'{THEME}<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
+            return {"text/plain": text_view.end_text(task, self._facts, tail), "text/html": html}
+        data = super()._repr_mimebundle_()
+        data["text/html"] = self.start_html(task)
+        return data
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        task = self._task_ref()
+        # shown where it was dispatched, the card's saved form is its start until the kernel sends its end
+        # (stable outputs); shown later, a finished task's card is saved as it ended
+        return self.mimebundle(not self._at_dispatch and task is not None and task.state.terminal)
 
     # ---- acting --------------------------------------------------------
     def _on_cancel(self, _button: widgets.Button) -> None:
@@ -312,9 +361,13 @@ def _plain_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
 
 
 def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-              facts: TaskFacts = NO_FACTS) -> TaskCard:
-    """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it."""
-    return TaskCard(task, updater, tail_lines=tail_lines, facts=facts)
+              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> TaskCard:
+    """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it.
+
+    ``at_dispatch``: shown by the magic that dispatched the task, so its saved form is its start
+    until the kernel layer sends ``mimebundle(ended=True)`` (else a finished task is saved as it ended).
+    """
+    return TaskCard(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch)
 
 
 __all__ = ["TaskCard", "task_card"]

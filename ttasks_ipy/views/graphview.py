@@ -32,6 +32,7 @@ from .style import (
     SUNKEN,
     SURFACE,
     TEXT,
+    VERDICT_TEXT,
     badge,
     chip,
     clock,
@@ -122,6 +123,36 @@ class GraphView(widgets.VBox):
     # ---- rendering -----------------------------------------------------
     def render(self, tasks: dict[str, Task]) -> str:
         """The view's HTML for ``tasks`` (name -> task)."""
+        return FIT + self._body(tasks)
+
+    # ---- what a notebook keeps without widgets ---------------------------
+    def start_html(self) -> str:
+        """The graph as it was started (stable: every task pending, no clock), for saved notebooks."""
+        return self._body({}, started=True)
+
+    def end_html(self) -> str:
+        """The graph as its run ended, for saved notebooks."""
+        return self._body(dict(self._graph.tasks))
+
+    def mimebundle(self, ended: bool) -> dict[str, Any]:
+        """The view's display: the widget view with its start as text and HTML beside it, or (``ended``) the
+        end of its run as text and HTML alone (an ended run no longer changes; a rerun shows a new view)."""
+        if ended:
+            from . import text
+
+            return {
+                "text/plain": text.graph_notice(self._graph) + "\n" + text.task_table(self._graph.tasks.values()),
+                "text/html": f'<div class="ttasks-graph" style="max-width:1100px;margin:2px 0">{self.end_html()}</div>',
+            }
+        data = super()._repr_mimebundle_()
+        data["text/html"] = self.start_html()
+        return data
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        # its saved form is its start until the kernel layer sends the end of a run
+        return self.mimebundle(False)
+
+    def _body(self, tasks: dict[str, Task], started: bool = False) -> str:
         g = self._graph
         nodes = g.nodes
         statuses = {n.name: (tasks[n.name].status if n.name in tasks else "pending") for n in nodes}
@@ -131,12 +162,12 @@ class GraphView(widgets.VBox):
             picture = self._summary_svg(statuses)
         else:
             picture = self._full_svg(tasks, statuses)
-        gstatus = g.status
+        gstatus = "started" if started else g.status
         if gstatus == "done":
             verdict = "ok" if g.ok else "not ok"
             word = "succeeded" if g.ok else "failed"
         else:
-            verdict, word = gstatus, ("running" if gstatus == "running" else "pending")
+            verdict, word = gstatus, ("running" if gstatus in ("running", "started") else "pending")
         fg, _ = colours(word)
         when = clock(g.elapsed) if gstatus == "running" else (duration(g.elapsed) if gstatus == "done" else "")
         finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled", "blocked"))
@@ -149,22 +180,21 @@ class GraphView(widgets.VBox):
         header = (
             f'<div style="display:flex;align-items:center;gap:8px;flex-wrap:wrap">'
             f'<span style="font-weight:600;font-size:14px">{esc(g.name)}</span>{chip("graph")}'
-            f"{badge(verdict) if gstatus != 'done' else _verdict(verdict, fg)}"
+            f"{badge(verdict, word) if gstatus != 'done' else _verdict(verdict, fg)}"
             f'<span style="color:{MUTED}">{finished}/{len(nodes)} finished</span>'
             f'<span style="display:flex;gap:12px;flex-wrap:wrap;font-size:12px">{chips}</span>'
             f'<span style="flex:1"></span><span style="color:{MUTED};font-variant-numeric:tabular-nums">{when}</span>'
             "</div>"
         )
         footer = ""
-        problem = g.error if gstatus == "done" and not g.ok else g.reason
+        problem = "" if started else (g.error if gstatus == "done" and not g.ok else g.reason)
         if problem:
             footer = (
                 f'<div class="ttasks-reason" style="margin-top:6px;font-size:12px;color:{fg}">'
                 f"{esc(shorten(problem, 300))}</div>"
             )
         return (
-            FIT
-            + f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
+            f'<div class="ttasks-graph-body" data-status="{esc(gstatus)}" data-ok="{str(bool(g.ok)).lower()}" '
             f'style="font-family:{FONT};font-size:13px;color:{TEXT};background:{SURFACE};border:1px solid {BORDER};'
             f'border-left:4px solid {fg};border-radius:8px;padding:10px 12px;box-sizing:border-box">{header}'
             f'<div style="overflow-x:auto;margin-top:8px">{picture}</div>{footer}</div>'
@@ -187,7 +217,7 @@ class GraphView(widgets.VBox):
                 dash = ' stroke-dasharray="4 3"' if n.finally_ else ""
                 edges.append(
                     f'<path d="M{sx:.0f},{sy:.0f} C{mid:.0f},{sy:.0f} {mid:.0f},{ey:.0f} {ex - 4:.0f},{ey:.0f}" '
-                    f'fill="none" stroke="#8c959f" stroke-width="1.4"{dash} marker-end="url(#ttasks-arrow)"/>'
+                    f'fill="none" stroke="#6e7781" stroke-width="1.4"{dash} marker-end="url(#ttasks-arrow)"/>'
                 )
         for n in g.nodes:
             x, y = pos[n.name]
@@ -203,7 +233,7 @@ class GraphView(widgets.VBox):
             tags = " ".join(w for w, on in (("finally", n.finally_), ("optional", n.optional)) if on)
             tag = (
                 f'<text x="{x + NODE_W - 8}" y="{y + 15}" font-size="9.5" text-anchor="end" font-style="italic" '
-                f'fill="#656d76">{tags}</text>'
+                f'style="fill:{TEXT}">{tags}</text>'
                 if tags
                 else ""
             )
@@ -213,11 +243,11 @@ class GraphView(widgets.VBox):
             boxes.append(
                 f'<g class="ttasks-node" data-name="{esc(n.name)}" data-status="{esc(status)}">'
                 f"<title>{esc(title)}</title>"
-                f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" fill="{bg}" stroke="{fg}" '
+                f'<rect x="{x}" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="8" style="fill:{bg};stroke:{fg}" '
                 f'stroke-width="{sw}"{dash}/>'
-                f'<text x="{x + 10}" y="{y + 16}" font-size="12" font-weight="600" fill="#1f2328">'
+                f'<text x="{x + 10}" y="{y + 16}" font-size="12" font-weight="600" style="fill:{TEXT}">'
                 f"{esc(shorten(n.name, 10 if tags else 18))}</text>{tag}"
-                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" fill="{fg}">{esc(shorten(sub, 25))}</text></g>'
+                f'<text x="{x + 10}" y="{y + 31}" font-size="10.5" style="fill:{fg}">{esc(shorten(sub, 25))}</text></g>'
             )
         return _svg(width, height, "".join(edges) + "".join(boxes))
 
@@ -233,14 +263,15 @@ class GraphView(widgets.VBox):
             c = Counter(statuses[n] for n in names)
             if lv:
                 parts.append(
-                    f'<path d="M{x - COL_GAP},{y + BOX_H / 2} L{x - 4},{y + BOX_H / 2}" stroke="#8c959f" '
+                    f'<path d="M{x - COL_GAP},{y + BOX_H / 2} L{x - 4},{y + BOX_H / 2}" stroke="#6e7781" '
                     'stroke-width="1.4" marker-end="url(#ttasks-arrow)"/>'
                 )
             parts.append(
                 f'<g class="ttasks-level" data-level="{lv}"><rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" '
-                f'rx="8" fill="{SUNKEN}" stroke="#d0d7de"/>'
-                f'<text x="{x + 10}" y="{y + 18}" font-size="12" font-weight="600" fill="#1f2328">level {lv}</text>'
-                f'<text x="{x + BOX_W - 10}" y="{y + 18}" font-size="11" text-anchor="end" fill="#656d76">'
+                f'rx="8" style="fill:{SUNKEN};stroke:{BORDER}"/>'
+                f'<text x="{x + 10}" y="{y + 18}" font-size="12" font-weight="600" style="fill:{TEXT}">'
+                f"level {lv}</text>"
+                f'<text x="{x + BOX_W - 10}" y="{y + 18}" font-size="11" text-anchor="end" style="fill:{MUTED}">'
                 f"{len(names):,} tasks</text>"
             )
             bx, bw = x + 10, BOX_W - 20
@@ -249,12 +280,12 @@ class GraphView(widgets.VBox):
                 if n:
                     w = bw * n / len(names)
                     fill = colours(s)[0]
-                    parts.append(f'<rect x="{bx:.1f}" y="{y + 28}" width="{w:.1f}" height="10" fill="{fill}"/>')
+                    parts.append(f'<rect x="{bx:.1f}" y="{y + 28}" width="{w:.1f}" height="10" style="fill:{fill}"/>')
                     bx += w
             top = [f"{c[s]} {s}" for s in STATUS_ORDER if c.get(s)][:2]
             for i, line in enumerate(top):
                 ty = y + 54 + i * 13
-                parts.append(f'<text x="{x + 10}" y="{ty}" font-size="10.5" fill="#656d76">{line}</text>')
+                parts.append(f'<text x="{x + 10}" y="{ty}" font-size="10.5" style="fill:{MUTED}">{line}</text>')
             parts.append("</g>")
         return _svg(width, height, "".join(parts))
 
@@ -265,7 +296,7 @@ class GraphView(widgets.VBox):
 def _verdict(verdict: str, fg: str) -> str:
     return (
         f'<span style="display:inline-block;padding:0 8px;border-radius:10px;font-size:11px;font-weight:700;'
-        f'line-height:18px;color:#fff;background:{fg}">{esc(verdict)}</span>'
+        f'line-height:18px;color:{VERDICT_TEXT};background:{fg}">{esc(verdict)}</span>'
     )
 
 
@@ -274,7 +305,7 @@ def _svg(width: float, height: float, body: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
         f'viewBox="0 0 {width:.0f} {height:.0f}" style="font-family:{FONT};display:block">'
         '<defs><marker id="ttasks-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7" '
-        'orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#8c959f"/></marker></defs>'
+        'orient="auto-start-reverse"><path d="M0,0 L8,4 L0,8 z" fill="#6e7781"/></marker></defs>'
         f"{body}</svg>"
     )
 

@@ -39,6 +39,15 @@ def start_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
     return f"[bg] {title(task, facts)} {verb} ({task.kind}): {_short(task.record().description)}"
 
 
+def end_text(task: Task, facts: TaskFacts = NO_FACTS, tail: Iterable[str] = ()) -> str:
+    """What a saved notebook keeps of a finished task: what ran, how it ended and what it delivered,
+    then the last lines of its output (``tail``, plain text), indented."""
+    ran = f"[bg] {title(task, facts)} ({task.kind}): {_short(task.record().description, 100)}"
+    lines = [ran, notice(task, task.delivered, (), facts)]
+    lines.extend("    " + line for line in tail)
+    return "\n".join(lines)
+
+
 def notice(task: Task, delivered: Iterable[str] = (), kept: Iterable[str] = (), facts: TaskFacts = NO_FACTS) -> str:
     """The one-line notice of a finished task."""
     delivered, kept = list(delivered), list(kept)
