@@ -27,6 +27,7 @@ from ..views import text
 from ..views.facts import NO_FACTS
 from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
+from .readiness import awaits_ready, wait_ready
 from .session import Session
 
 ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard")
@@ -88,7 +89,8 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("--cancel", "NAME|ID ... | all", {"nargs": "*"},
      "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
     ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
-     "wait (bounded by --timeout S) and say how each ended; no names: every active task but services"),
+     "wait (bounded by --timeout S) and say how each ended (a service with --ready: until it is ready); "
+     "no names: every active task but services"),
     ("--log", "NAME", {"nargs": 1}, "the task's output and traceback"),
     ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
 ]
@@ -485,9 +487,10 @@ class BgMagics(Magics):
         else:
             tasks = [self._find(k) for k in keys]
         graphs = [t for t in tasks if isinstance(t, GraphRun)]
-        tasks = [t for t in tasks if not isinstance(t, GraphRun)]
+        services = [t for t in tasks if awaits_ready(t)]  # named services with --ready: waited for until ready
+        tasks = [t for t in tasks if not isinstance(t, GraphRun) and t not in services]
         self.session.printed_now.clear()
-        if not tasks and not graphs:
+        if not tasks and not graphs and not services:
             handed = self.session.delivery.drain(at_boundary=True) if mode == "all" else []
             self._answer(handed)  # nothing runs: what already finished is handed over, and said
             if not handed:
@@ -495,10 +498,15 @@ class BgMagics(Magics):
             return None
         started = time.monotonic()
         try:
+            if services:
+                wait_ready(self.session.executor, services, timeout)
+                tasks = sorted([*tasks, *(t for t in services if t.done())], key=lambda t: t.id)  # ended before ready
+                self._answer_ready([t for t in services if not t.done()])
             for g in graphs:
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
                 g.wait(left)
-            done = self.session.wait(tasks, timeout=timeout, return_when=mode) if tasks else []
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            done = self.session.wait(tasks, timeout=left, return_when=mode) if tasks else []
             if keys in ([], ["all"]) or graphs:
                 self.session.delivery.drain(at_boundary=True)
             self._answer(done)
@@ -521,6 +529,14 @@ class BgMagics(Magics):
             if id(t) not in self.session.printed_now and not (d and d.graph):
                 self.session.answer(t, text.notice(t, t.delivered, d.not_delivered if d else (),
                                                    d.facts() if d else NO_FACTS))
+
+    def _answer_ready(self, services: list[Task]) -> None:
+        """The wait's answer for services that are ready: their ready line, said once in this cell."""
+        self.session.delivery.drain(at_boundary=True, only={t.id for t in services})
+        for t in services:
+            self.session.drop_pending(t)
+            if id(t) not in self.session.printed_now:
+                self.session.answer(t, text.ready_line(t))
 
     def _services(self) -> list[Any]:
         return [t for t in self.session.executor.active() if getattr(t.spec, "service", False)]
