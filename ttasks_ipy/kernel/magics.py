@@ -514,6 +514,7 @@ class BgMagics(Magics):
                 self.session.drop_pending(g)
                 if id(g) not in self.session.printed_now:
                     self.session.answer(g, text.graph_notice(g))
+            self.session.settle_views([*done, *services, *(t for g in graphs for t in g.tasks.values())])
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
         except KeyboardInterrupt:
