@@ -139,6 +139,8 @@ def _cards_progress_tail_cancel(page: Any) -> None:
         "([sel, p]) => { const e = document.querySelector(sel); return e && parseFloat(e.dataset.percent) >= p }",
         arg=[CARD.format("train"), first + 3],
     )
+    # the saved notebook has outputs, so the card may be scrolled away (an off-screen cell is not laid out)
+    _row(page, "train").scroll_into_view_if_needed()  # the row: stable while the card body is re-rendered
     bar_width = train.locator(".ttasks-bar").evaluate("e => e.getBoundingClientRect().width")
     assert bar_width > 0
 
