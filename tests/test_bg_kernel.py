@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -133,6 +134,19 @@ def test_service_ready_notice(kernel):
     assert "[bg] ▶ web ready: Serving HTTP on 127.0.0.1" in r.stdout
     assert kernel.value("web.status") == "'running'"
     kernel.run("%bg --cancel web")
+
+
+def test_wait_all_answers_in_dispatch_order_whatever_order_the_tasks_ended_in(kernel):
+    # they end in the reverse of dispatch order while the cell runs on; the wait says them in dispatch order
+    r = kernel.run(
+        "import time\n"
+        "for p in range(5):\n"
+        "    %bg --quiet -n rev{p} -o rv{p} (time.sleep(0.3 - p * 0.06), p)[1]\n"
+        "time.sleep(1)\n"
+        "%bg --wait all --timeout 30"
+    )
+    said = re.findall(r"✓ (rev\d) finished", r.stdout)
+    assert said == [f"rev{p}" for p in range(5)], r.stdout
 
 
 def test_wait_for_a_service_with_ready_returns_when_it_is_ready(kernel):

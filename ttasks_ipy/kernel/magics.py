@@ -480,8 +480,9 @@ class BgMagics(Magics):
     def _wait(self, keys: list[str], timeout: float | None) -> None:
         mode = "all"
         if keys in ([], ["all"]):  # a service never ends on its own: waiting for all means tasks
-            # with those that ended but wait for delivery, so all are handed over (and said) in one go
-            tasks = self.session.inbox.finished() + [t for t in self.session.executor.active() if not t.spec.service]
+            # with those that ended but were not handed over yet (their end may still be on its way
+            # to the inbox), so all are handed over (and said) in one go
+            tasks = [t for t in self.session.tasks() if not t.spec.service and self._not_handed(t)]
         elif keys == ["any"]:
             tasks, mode = [t for t in self.session.executor.active() if not t.spec.service], "any"
         else:
@@ -522,9 +523,14 @@ class BgMagics(Magics):
             print(f"[bg] wait interrupted after {time.monotonic() - started:.1f}s; still running: {left}")
         return None
 
+    def _not_handed(self, task: Task) -> bool:
+        """Whether ``task`` was dispatched here and its end is not handed over yet (it may still run)."""
+        d = self.session.dispatches.get(task)
+        return d is not None and not d.handed
+
     def _answer(self, done: list[Task]) -> None:
-        """The wait's answer: one line per task it waited for, unless delivery just printed it."""
-        for t in done:
+        """The wait's answer: one line per task it waited for, unless delivery just printed it; in dispatch order."""
+        for t in sorted(done, key=lambda t: t.id):
             self.session.drop_pending(t)
             d = self.session.dispatches.get(t)
             if id(t) not in self.session.printed_now and not (d and d.graph):
