@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -133,6 +134,43 @@ def test_service_ready_notice(kernel):
     assert "[bg] ▶ web ready: Serving HTTP on 127.0.0.1" in r.stdout
     assert kernel.value("web.status") == "'running'"
     kernel.run("%bg --cancel web")
+
+
+def test_wait_all_answers_in_dispatch_order_whatever_order_the_tasks_ended_in(kernel):
+    # they end in the reverse of dispatch order while the cell runs on; the wait says them in dispatch order
+    r = kernel.run(
+        "import time\n"
+        "for p in range(5):\n"
+        "    %bg --quiet -n rev{p} -o rv{p} (time.sleep(0.3 - p * 0.06), p)[1]\n"
+        "time.sleep(1)\n"
+        "%bg --wait all --timeout 30"
+    )
+    said = re.findall(r"✓ (rev\d) finished", r.stdout)
+    assert said == [f"rev{p}" for p in range(5)], r.stdout
+
+
+def test_wait_for_a_service_with_ready_returns_when_it_is_ready(kernel):
+    kernel.run("%bg --service --ready 'Serving HTTP' -n site !python -m http.server 0 --bind 127.0.0.1")
+    r = kernel.run("%bg --wait site --timeout 60\nprint('after the wait')")
+    # the wait answered with the ready line, said once (the cell's end does not repeat it), and the service runs on
+    assert r.stdout.count("[bg] ▶ site ready: Serving HTTP on 127.0.0.1") == 1, r.stdout
+    assert "waited" not in r.stdout and r.stdout.rstrip().endswith("after the wait")
+    assert kernel.value("import ttasks_ipy; ttasks_ipy.task('site').status") == "'running'"
+    # already ready: a second wait says so at once
+    again = kernel.run("%bg --wait site --timeout 60")
+    assert again.stdout.count("[bg] ▶ site ready:") == 1, again.stdout
+    kernel.run("%bg --cancel site")
+
+
+def test_wait_for_a_service_that_never_gets_ready_is_bounded_and_one_that_fails_is_said(kernel):
+    kernel.run("%bg --service --ready 'never said' -n mute !sleep 60")
+    r = kernel.run("%bg --wait mute --timeout 0.5")
+    assert "[bg] waited 0.5s; not ready yet: mute; they go on (wait again, or %bg --cancel)" in r.stdout
+    assert kernel.value("import ttasks_ipy; ttasks_ipy.task('mute').status") == "'running'"
+    kernel.run("%bg --cancel mute")
+    kernel.run("%bg --service --ready 'never said' -n dud !echo no config >&2; exit 3")
+    r = kernel.run("%bg --wait dud --timeout 60")
+    assert "[bg] ✗ dud failed" in r.stdout and "exit status 3" in r.stdout, r.stdout
 
 
 def test_cap_of_four(kernel):

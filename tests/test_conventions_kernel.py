@@ -34,6 +34,11 @@ def _python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
+def _python_block(starting: str) -> str:
+    """The README's Python example that starts with ``starting`` (wherever it stands in the README)."""
+    return next(b for b in _python_blocks() if b.startswith(starting))
+
+
 # ---- 1. lines as people type them ---------------------------------------
 
 @pytest.mark.parametrize(
@@ -81,7 +86,7 @@ def test_hash_in_quotes_on_a_cell_first_line_is_text(ck):
 
 
 def test_readme_top_example_lines_work_as_typed(ck):
-    block = _python_blocks()[0]
+    block = _python_block("%load_ext ttasks_ipy\n\n%bg -o r")
     ck.run("def slow_function(n):\n    return n * 2")
     for line in block.splitlines():
         if line.strip():
@@ -93,7 +98,7 @@ def test_readme_top_example_lines_work_as_typed(ck):
 
 
 def test_readme_background_cells_examples_work_as_typed(ck):
-    block = _python_blocks()[1]
+    block = _python_block("%%bg -n prep")
     ck.run(
         "class Frame(list):\n    def describe(self):\n        return 'described'\n"
         "def load_big_csv(path):\n    return Frame([path])\n"

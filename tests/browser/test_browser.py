@@ -140,6 +140,8 @@ def _cards_progress_tail_cancel(page: Any) -> None:
         "([sel, p]) => { const e = document.querySelector(sel); return e && parseFloat(e.dataset.percent) >= p }",
         arg=[CARD.format("train"), first + 3],
     )
+    # the saved notebook has outputs, so the card may be scrolled away (an off-screen cell is not laid out)
+    _row(page, "train").scroll_into_view_if_needed()  # the row: stable while the card body is re-rendered
     # measured in one script: the card's HTML is replaced by updates, and a detached element measures 0
     bar_width = page.evaluate("sel => document.querySelector(sel).getBoundingClientRect().width",
                               CARD.format("train") + " .ttasks-bar")

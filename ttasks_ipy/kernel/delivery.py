@@ -134,6 +134,7 @@ class Delivery:
             delivered, kept = self._write(task, d)
             task.note_delivered(tuple(delivered))
             d.not_delivered = tuple(kept)
+            d.handed = True
             if d.graph:
                 done.append(task)  # delivered; the graph's own notice speaks for it
                 continue

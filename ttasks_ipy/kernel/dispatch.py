@@ -41,6 +41,8 @@ class Dispatch:
     quiet: bool = False
     #: names not written because the user had reassigned them
     not_delivered: tuple[str, ...] = ()
+    #: True once its end was handed over (delivered and reported) on the main thread
+    handed: bool = False
 
     def facts(self) -> TaskFacts:
         """What views may show of it."""

@@ -28,6 +28,7 @@ from ..views.facts import NO_FACTS
 from .dask_link import elsewhere
 from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
+from .readiness import awaits_ready, wait_ready
 from .session import Session
 
 ACTIONS = ("--list", "--cancel", "--wait", "--log", "--dashboard", "--history", "--load", "--forget", "--rerun")
@@ -93,7 +94,8 @@ ACTION_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
     ("--cancel", "NAME|ID ... | all", {"nargs": "*"},
      "cancel at once (a command's whole process tree: SIGTERM, grace, SIGKILL)"),
     ("--wait", "[NAME|ID ... | all | any]", {"nargs": "*"},
-     "wait (bounded by --timeout S) and say how each ended; no names: every active task but services"),
+     "wait (bounded by --timeout S) and say how each ended (a service with --ready: until it is ready); "
+     "no names: every active task but services"),
     ("--log", "NAME", {"nargs": 1}, "the task's output and traceback (a past task's from the ledger)"),
     ("--dashboard", "", {"action": "store_true"}, "one live table of every task"),
     ("--history", "[N]", {"nargs": "?", "const": 20, "type": _count("--history", low=1)},
@@ -540,16 +542,18 @@ class BgMagics(Magics):
     def _wait(self, keys: list[str], timeout: float | None) -> None:
         mode = "all"
         if keys in ([], ["all"]):  # a service never ends on its own: waiting for all means tasks
-            # with those that ended but wait for delivery, so all are handed over (and said) in one go
-            tasks = self.session.inbox.finished() + [t for t in self.session.executor.active() if not t.spec.service]
+            # with those that ended but were not handed over yet (their end may still be on its way
+            # to the inbox), so all are handed over (and said) in one go
+            tasks = [t for t in self.session.tasks() if not t.spec.service and self._not_handed(t)]
         elif keys == ["any"]:
             tasks, mode = [t for t in self.session.executor.active() if not t.spec.service], "any"
         else:
             tasks = [self._find(k) for k in keys]
         graphs = [t for t in tasks if isinstance(t, GraphRun)]
-        tasks = [t for t in tasks if not isinstance(t, GraphRun)]
+        services = [t for t in tasks if awaits_ready(t)]  # named services with --ready: waited for until ready
+        tasks = [t for t in tasks if not isinstance(t, GraphRun) and t not in services]
         self.session.printed_now.clear()
-        if not tasks and not graphs:
+        if not tasks and not graphs and not services:
             handed = self.session.delivery.drain(at_boundary=True) if mode == "all" else []
             self._answer(handed)  # nothing runs: what already finished is handed over, and said
             if not handed:
@@ -557,10 +561,15 @@ class BgMagics(Magics):
             return None
         started = time.monotonic()
         try:
+            if services:
+                wait_ready(self.session.executor, services, timeout)
+                tasks = sorted([*tasks, *(t for t in services if t.done())], key=lambda t: t.id)  # ended before ready
+                self._answer_ready([t for t in services if not t.done()])
             for g in graphs:
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
                 g.wait(left)
-            done = self.session.wait(tasks, timeout=timeout, return_when=mode) if tasks else []
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            done = self.session.wait(tasks, timeout=left, return_when=mode) if tasks else []
             if keys in ([], ["all"]) or graphs:
                 self.session.delivery.drain(at_boundary=True)
             self._answer(done)
@@ -568,6 +577,7 @@ class BgMagics(Magics):
                 self.session.drop_pending(g)
                 if id(g) not in self.session.printed_now:
                     self.session.answer(g, text.graph_notice(g))
+            self.session.settle_views([*done, *services, *(t for g in graphs for t in g.tasks.values())])
         except WaitTimeout as e:
             print(f"[bg] {e}; they go on (wait again, or %bg --cancel)")
         except KeyboardInterrupt:
@@ -575,14 +585,27 @@ class BgMagics(Magics):
             print(f"[bg] wait interrupted after {time.monotonic() - started:.1f}s; still running: {left}")
         return None
 
+    def _not_handed(self, task: Task) -> bool:
+        """Whether ``task`` was dispatched here and its end is not handed over yet (it may still run)."""
+        d = self.session.dispatches.get(task)
+        return d is not None and not d.handed
+
     def _answer(self, done: list[Task]) -> None:
-        """The wait's answer: one line per task it waited for, unless delivery just printed it."""
-        for t in done:
+        """The wait's answer: one line per task it waited for, unless delivery just printed it; in dispatch order."""
+        for t in sorted(done, key=lambda t: t.id):
             self.session.drop_pending(t)
             d = self.session.dispatches.get(t)
             if id(t) not in self.session.printed_now and not (d and d.graph):
                 self.session.answer(t, text.notice(t, t.delivered, d.not_delivered if d else (),
                                                    d.facts() if d else NO_FACTS))
+
+    def _answer_ready(self, services: list[Task]) -> None:
+        """The wait's answer for services that are ready: their ready line, said once in this cell."""
+        self.session.delivery.drain(at_boundary=True, only={t.id for t in services})
+        for t in services:
+            self.session.drop_pending(t)
+            if id(t) not in self.session.printed_now:
+                self.session.answer(t, text.ready_line(t))
 
     def _services(self) -> list[Any]:
         return [t for t in self.session.executor.active() if getattr(t.spec, "service", False)]

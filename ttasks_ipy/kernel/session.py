@@ -200,6 +200,19 @@ class Session:
         if at_dispatch:
             self._cards.add(task.id)
 
+    def settle_views(self, tasks: list[Task], timeout: float = 1.0) -> None:
+        """Let the live views of ``tasks`` show their state now (bounded): a wait returns with its cards final.
+
+        With nothing left running, every view (the dashboard too) is brought up to date. What a
+        notebook run headless saves is then what ended, not a state a tenth of a second old.
+        """
+        if not self.widgets():
+            return
+        if self.executor.active():
+            self.updater.wait_shown(tasks, timeout)
+        else:
+            self.updater.wait_idle(timeout)
+
     def display_graph(self, graph: Any, line: str) -> None:
         """Show a graph's own display: a live graph view, or its start line."""
         from IPython.display import display

@@ -238,8 +238,7 @@ class Updater:
             finally:
                 with self._lock:
                     self._pushing = None
-                    if not self._dirty:
-                        self._idle.notify_all()
+                    self._idle.notify_all()  # wait_idle and wait_shown check their own condition
         with self._lock:
             for key in list(self._live):
                 slot = self._slots.get(key)
@@ -313,6 +312,25 @@ class Updater:
         mine = threading.current_thread() is self._thread
         with self._lock:
             while self._dirty or (self._pushing is not None and not mine):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(min(left, 0.1))
+            return True
+
+    def wait_shown(self, tasks: Iterable[Task], timeout: float) -> bool:
+        """Block until the views of ``tasks`` show them as of the call (at most ``timeout`` seconds).
+
+        ``wait_idle`` for those views alone: a view of every task (the dashboard)
+        or of other tasks that keep changing does not hold it up. True if so.
+        """
+        ids = {t.id for t in tasks}
+        end = time.monotonic() + timeout
+        mine = threading.current_thread() is self._thread
+        with self._lock:
+            keys = {key for tid in ids for key in self._by_task.get(tid, ())}
+            while keys & self._dirty or (self._pushing in keys and not mine):
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
