@@ -214,6 +214,8 @@ def test_the_ledger_can_be_turned_off_and_moved(data, tmp_path):
         k.run("%bg -n here -o w 2\n%bg --wait here")
         assert " here " in k.run("%bg --history").stdout
         assert not ledger_file(data).exists() or rows(data, "SELECT count(*) FROM tasks") == [(0,)]
+        k.run("%config TTasks.ledger_result_cap = 10\n%bg -n big x = 'y' * 100\n%bg --wait big")
+        assert "not kept: x (115 B, over ledger_result_cap of 10 B)" in k.run("%bg --history 1").stdout
         os.chmod(other, 0o666)
         r = k.run("%bg --load here", allow_error=True)
         assert "may be written by others (mode 666)" in r.stderr and "chmod go-w" in r.stderr
