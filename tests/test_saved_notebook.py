@@ -139,3 +139,27 @@ def test_an_end_delivered_while_idle_updates_the_card_under_its_own_cell(tmp_pat
         assert k.value("v.output") == "'late\\n'"
     finally:
         stop_kernel(k)
+
+
+def test_a_dashboard_saved_form_follows_ends_delivered_while_idle(tmp_path: Path) -> None:
+    """Snapshots are at most one a second, and the last end within that second is in a last snapshot."""
+    k = start_kernel(widgets=True)
+    try:
+        board = k.run("%bg --dashboard")
+        display_id = board.display_ids[0]
+        go = tmp_path / "go"
+        k.run(f"%bg -n one !while [ ! -e {go} ]; do sleep 0.02; done\n"
+              f"%bg -n two !while [ ! -e {go} ]; do sleep 0.02; done; sleep 0.3")
+        k.drain_idle(0.2)
+        go.touch()  # one ends at once, two 0.3 s later: two deliveries while idle, within a second
+
+        def both_ended(m: dict[str, Any]) -> bool:
+            if m["msg_type"] != "update_display_data" or m["content"]["transient"].get("display_id") != display_id:
+                return False
+            return m["content"]["data"]["text/html"].count('data-status="succeeded"') == 2
+
+        msg = k.wait_for_idle_message(both_ended, 30)
+        assert msg["parent_header"]["msg_id"] == board.messages[0]["parent_header"]["msg_id"]
+        assert WIDGET in msg["content"]["data"]  # the dashboard stays live beside its snapshot
+    finally:
+        stop_kernel(k)

@@ -11,6 +11,7 @@ import atexit
 import logging
 import sys
 import threading
+import time
 from typing import Any
 
 from ..core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
@@ -26,6 +27,9 @@ log = logging.getLogger("ttasks_ipy")
 
 #: settings the engine holds a copy of, pushed to it when changed (the others are read where they are used)
 LIVE_SETTINGS = ("max_workers", "max_services", "queue_policy", "grace", "tail_chars", "file_cap")
+
+#: seconds between two snapshots of the dashboards' saved forms
+SNAPSHOT_EVERY = 1.0
 
 _FINAL = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.BLOCKED, EventKind.READY)
 
@@ -51,7 +55,10 @@ class Session:
                                  overwrite=lambda: self.config.overwrite)
         #: each task's, graph's and dashboard's own displays, updated in place when they end
         self.displays = OwnDisplays(shell, lambda: self.delivery.cell_running)
-        self._dashboards = 0
+        #: the display keys of dashboards, and when their saved forms were last replaced
+        self._boards: list[tuple[str, int]] = []
+        self._boards_at = -1e9
+        self._boards_due = False
         #: counts cells run since load (execution_count does not move when history is off)
         self.cell_seq = 0
         #: notices of things delivered while idle with no display of their own, by id(task or graph)
@@ -230,15 +237,34 @@ class Session:
             return False
         from .. import views
 
-        self._dashboards += 1
-        self.displays.show(("dashboard", self._dashboards), views.dashboard(self.executor, self.updater))
+        key = ("dashboard", len(self._boards))
+        if self.displays.show(key, views.dashboard(self.executor, self.updater)):
+            self._boards.append(key)
         return True
 
     def _snapshot_dashboards(self) -> None:
-        """Replace each dashboard's saved form with the table as it is now (after tasks were delivered)."""
-        for key in self.displays.keys():
-            if isinstance(key, tuple) and key[0] == "dashboard":
+        """After tasks were delivered: replace each dashboard's saved form with the table as it is now.
+
+        At most once a second (a table is rendered from every task); what ends within that second is
+        in a last snapshot, taken on the kernel's loop when the second is over.
+        """
+        if not self._boards:
+            return
+        wait = self._boards_at + SNAPSHOT_EVERY - time.monotonic()
+        if wait <= 0:
+            self._boards_at = time.monotonic()
+            for key in self._boards:
                 self.displays.update(key, lambda board: board.mimebundle(snapshot=True), raw=True)
+            return
+        loop = getattr(self._kernel, "io_loop", None)
+        if loop is not None and not self._boards_due:
+            self._boards_due = True
+            loop.call_later(wait, self._trailing_snapshot)
+
+    def _trailing_snapshot(self) -> None:
+        self._boards_due = False
+        if not self._closed:
+            self._snapshot_dashboards()
 
     def shown_in_this_cell(self, task: Task) -> bool:
         """Whether the dispatching magic already displayed ``task`` in the running cell."""
