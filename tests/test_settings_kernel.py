@@ -74,6 +74,9 @@ TESTED_AFTER_LOAD = {
         "llm_max_concurrency", "llm_callable"},
     "test_prompt_kernel.py (api version, extra headers) and test_secrets_kernel.py (retries)": {
         "llm_api_version", "llm_extra_headers", "llm_retries"},
+    "test_ledger_kernel.py (the three settings take effect at once)": {"ledger", "ledger_path", "ledger_result_cap"},
+    "test_dask_kernel.py (a changed address or timeout makes the cluster link again) and test_dask_acceptance.py "
+    "(backend)": {"dask_address", "dask_timeout", "dask_workers", "dask_threads_per_worker", "backend"},
 }
 
 
