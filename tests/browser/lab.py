@@ -142,8 +142,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def copy_notebook(src: Path, root: Path) -> str:
-    """Copy ``src`` into the server's root; returns its name there."""
-    shutil.copy(src, root / src.name)
+    """Copy ``src`` into the server's root without its saved outputs (what the page shows is this run's);
+    returns its name there."""
+    nb = json.loads(src.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    nb.get("metadata", {}).pop("widgets", None)
+    (root / src.name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return src.name
 
 
