@@ -150,7 +150,8 @@ def test_stall_is_marked_and_cleared(ex):
     assert ev.data["stalled"] is True
     t.wait(10)
     stalls = [e.data["stalled"] for e in rec.events if e.task is t and e.kind is EventKind.STALLED]
-    assert stalls == [True, False]
+    # marked in the quiet 0.6 s, cleared by "b" (on a busy machine "a" itself can come after 0.2 s: a pair more)
+    assert len(stalls) in (2, 4) and stalls == [True, False] * (len(stalls) // 2), stalls
     assert t.status == "succeeded"
 
 
@@ -411,3 +412,10 @@ def test_cancel_is_not_swallowed_by_except_exception(ex):
     rec.wait_for(EventKind.STARTED, t)
     t.cancel()
     wait_until(lambda: ex.statistics().lingering == 0, 5, "the loop was stopped")
+
+
+def test_a_command_that_starts_with_a_dash_is_a_command_not_a_shell_option(ex):
+    t = ex.submit(TaskSpec(BashRunner("-x; echo after")))
+    assert t.wait(10)
+    assert "-x: command not found" in t.result.stderr
+    assert t.result.output == "after\n"

@@ -130,3 +130,20 @@ def test_the_next_load_removes_the_folder_of_a_kernel_whose_reaper_died_too(tmp_
         assert kernel_dir(k2).exists()
     finally:
         stop_kernel(k2)
+
+
+def test_an_output_folder_the_caller_names_is_made_if_missing_and_private(tmp_path):
+    import stat
+
+    from ttasks_ipy.core import BashRunner, Executor, TaskSpec
+
+    where = tmp_path / "not" / "yet"
+    ex = Executor(output_dir=where)
+    try:
+        t = ex.submit(TaskSpec(BashRunner("echo hi")))
+        assert t.wait(10) and t.output == "hi\n"
+    finally:
+        ex.shutdown()
+    assert stat.S_IMODE(where.stat().st_mode) == 0o700
+    task_dirs = [p for p in where.iterdir() if p.is_dir()]
+    assert task_dirs and all(stat.S_IMODE(p.stat().st_mode) == 0o700 for p in task_dirs)

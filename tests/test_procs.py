@@ -77,7 +77,8 @@ def check_escaped(pid: int, shell: int) -> None:
 @pytest.mark.parametrize("how", ["cancel", "timeout", "end"])
 def test_an_escaped_process_is_ended_with_its_command(ex, tmp_path, kind, how):
     if how == "end":  # the command exits on its own; what it left behind is ended after the drain and the grace
-        cmd, f = escaping(kind, tmp_path, then="true")
+        # it ends once the escapee has said its pid (a slow start could otherwise be ended before it wrote it)
+        cmd, f = escaping(kind, tmp_path, then='for i in $(seq 1000); do [ -s "$F" ] && break; sleep 0.02; done')
         t = ex.submit(TaskSpec(BashRunner(cmd, grace=GRACE)))
         escaped, shell = started(f)
         assert t.wait(15).status == "succeeded"

@@ -123,3 +123,49 @@ def test_azure_settings_send_api_key_header_and_version(llm):
         assert req.headers.get("x-team") == "research"
     finally:
         stop_kernel(k)
+
+
+def test_every_llm_setting_changed_after_load_reaches_the_next_prompt(pk, llm):
+    # model, system prompt and temperature: the next request carries them
+    pk.run("%config TTasks.llm_model = 'echo#cfg'\n%config TTasks.llm_system = 'Answer in one word.'\n"
+           "%config TTasks.llm_temperature = 0.25")
+    pk.run("c1 = %bg --quiet ?hello\nc1.wait(30)")
+    body = llm.requests_for("echo#cfg")[-1].body
+    assert body["messages"][0] == {"role": "system", "content": "Answer in one word."}
+    assert body["temperature"] == 0.25
+    pk.run("%config TTasks.llm_system = ''\n%config TTasks.llm_temperature = None")
+    # the key's variable: the next request sends the other key
+    pk.run("import os\nos.environ['OTHER_LLM_KEY'] = 'sk-other-KEY-9876543210'\n"
+           "%config TTasks.llm_api_key_env = 'OTHER_LLM_KEY'\n%config TTasks.llm_model = 'echo#key'")
+    pk.run("c2 = %bg --quiet ?hello\nc2.wait(30)")
+    assert llm.requests_for("echo#key")[-1].headers["authorization"] == "Bearer sk-other-KEY-9876543210"
+    pk.run("%config TTasks.llm_api_key_env = 'OPENAI_API_KEY'")
+    # the base URL: the next request goes to another server
+    with FakeLLM() as other:
+        pk.run(f"%config TTasks.llm_base_url = {other.base_url!r}\n%config TTasks.llm_model = 'echo#moved'")
+        pk.run("c3 = %bg --quiet ?hello\nc3.wait(30)")
+        assert other.requests_for("echo#moved") and not llm.requests_for("echo#moved")
+        pk.run(f"%config TTasks.llm_base_url = {llm.base_url!r}")
+    # the timeout: a prompt slower than it fails with the timeout as its reason
+    pk.run("%config TTasks.llm_timeout = 0.5\n%config TTasks.llm_model = 'hang#timeout'")
+    pk.run("c4 = %bg --quiet ?hello\nc4.wait(30)")
+    assert pk.value("c4.status, c4.reason") == "('failed', 'timed out after 0.5s')"
+    pk.run("%config TTasks.llm_timeout = 300.0")
+    # the concurrency limit: with 1, a second prompt is not sent while the first hangs
+    pk.run("%config TTasks.llm_max_concurrency = 1\n%config TTasks.llm_model = 'hang#limit'")
+    pk.run("c5 = %bg --quiet ?first")
+    assert llm.wait_requests("hang#limit", 1, 20)
+    pk.run("c6 = %bg --quiet --model echo#second ?second")
+    assert not llm.wait_requests("echo#second", 1, 1.0), "the second prompt went out past the limit"
+    pk.run("c5.cancel()")
+    assert llm.wait_requests("echo#second", 1, 20)
+    pk.run("c6.wait(30)")
+    assert pk.value("c6.status") == "'succeeded'"
+    pk.run("%config TTasks.llm_max_concurrency = 32")
+    # a Python callable instead of HTTP: no request is made
+    pk.run("def shout(prompt, **options):\n    return prompt.upper() + '!'\n"
+           "%config TTasks.llm_callable = '__main__:shout'\n%config TTasks.llm_model = 'echo#callable'")
+    pk.run("c7 = %bg --quiet -o loud ?hello\nc7.wait(30)")
+    assert pk.value("loud") == "'HELLO!'"
+    assert not llm.requests_for("echo#callable")
+    pk.run("%config TTasks.llm_callable = ''\n%config TTasks.llm_model = ''")

@@ -157,7 +157,10 @@ def test_killing_the_reaper_while_tasks_run_leaves_no_process_after_a_kernel_sig
         k.run("hb = %bg --quiet !" + TREE)
         k.run("hp = %bg --quiet --process import time; time.sleep(300)")
         found = pids_in(pids, 2)
-        k.run("import time\nwhile hp.status != 'running': time.sleep(0.01)")
+        # running (claimed) comes before the worker process exists: wait for the worker too
+        k.run("import time\n_end = time.monotonic() + 60\n"
+              "while (hp.status != 'running' or not _s().worker_pool().pids) and time.monotonic() < _end:\n"
+              "    time.sleep(0.01)")
         workers = [int(p) for p in k.value("_s().worker_pool().pids").strip("[]").split(",")]
         first = reaper_pid(k)
         os.kill(first, signal.SIGKILL)

@@ -62,3 +62,25 @@ def test_a_bad_value_is_refused_and_the_old_one_stays(k):
     text = r.all_text + ("" if r.error is None else r.error["evalue"])
     assert "TTasks.max_workers must be from 1 to 4096, not 0" in text
     assert k.value("__import__('ttasks_ipy').kernel.session().executor.max_workers") != "0"
+
+
+#: where each setting's change after load is tested (a new setting must join one of these)
+TESTED_AFTER_LOAD = {
+    "test_engine_settings_reach_the_engine": {"max_workers", "max_services", "queue_policy", "grace", "tail_chars",
+                                              "file_cap"},
+    "test_shell_settings_are_read_when_used": {"notices", "overwrite", "widgets"},
+    "test_prompt_kernel.py::test_every_llm_setting_changed_after_load_reaches_the_next_prompt": {
+        "llm_model", "llm_system", "llm_temperature", "llm_api_key_env", "llm_base_url", "llm_timeout",
+        "llm_max_concurrency", "llm_callable"},
+    "test_prompt_kernel.py (api version, extra headers) and test_secrets_kernel.py (retries)": {
+        "llm_api_version", "llm_extra_headers", "llm_retries"},
+}
+
+
+def test_every_setting_has_a_test_of_changing_it_after_load():
+    from ttasks_ipy.kernel.config import TTasks
+
+    covered = set().union(*TESTED_AFTER_LOAD.values())
+    settings = set(TTasks.class_trait_names(config=True))
+    assert settings - covered == set(), "add a test of how these settings take effect when changed after load"
+    assert covered - settings == set(), "these are no longer settings"

@@ -8,7 +8,6 @@ a thread cannot capture: writes to the file descriptors themselves (C code,
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import sys
 import threading
@@ -18,6 +17,11 @@ from typing import Any
 _local = threading.local()
 _lock = threading.Lock()
 _installed = 0
+#: every router ever put in place, kept alive for good. ``print()`` before CPython 3.13 holds
+#: ``sys.stdout`` as a borrowed reference while it writes, so a router dropped by ``uninstall``
+#: on one thread while another thread prints through it was freed under that print and
+#: crashed the interpreter (python/cpython#130163). One router per original stream, reused.
+_kept: dict[tuple[str, int], _Router] = {}
 
 
 class _Router:
@@ -39,7 +43,9 @@ class _Router:
         # the hot path of a printing task, inlined: one append, no lock (see _Coalescer)
         n = len(s)
         if n:
-            sink.pending.append((self._name, s))
+            if sink.stream is not self._name:
+                sink.switch(self._name)
+            sink.parts.append(s)
             sink.size += n
             if sink.size >= sink.SIZE:
                 sink.flush()
@@ -71,8 +77,17 @@ def install() -> None:
     with _lock:
         _installed += 1
         if _installed == 1:
-            sys.stdout = _Router("stdout", sys.stdout)
-            sys.stderr = _Router("stderr", sys.stderr)
+            sys.stdout = _router("stdout", sys.stdout)
+            sys.stderr = _router("stderr", sys.stderr)
+
+
+def _router(name: str, original: Any) -> _Router:
+    if isinstance(original, _Router):
+        return original
+    router = _kept.get((name, id(original)))
+    if router is None or router._original is not original:
+        router = _kept[(name, id(original))] = _Router(name, original)
+    return router
 
 
 def uninstall() -> None:
@@ -144,24 +159,29 @@ def write(stream: str, text: str) -> bool:
 class _Coalescer:
     """One routed block's writes, joined into fewer, larger outputs (in order, at most ``DELAY`` late).
 
-    Writers append ``(stream, text)`` to ``pending`` (a deque: appends need no
-    lock); whoever flushes takes everything pending under ``lock`` and hands it
-    to ``ctx.output`` as one piece per run of the same stream, so the order of
-    the two streams is kept. A flush happens when ``SIZE`` characters are
-    pending, ``DELAY`` seconds after the first pending write (a timer, so a
-    task that went quiet is flushed too) and when the block ends. A task
-    printing many short lines then costs one engine event per piece, not per
-    line. (``size`` is a hint: a lost update only moves a flush.)
+    State, in prose: the block's own thread is the only writer. It appends
+    each text to ``parts``, all of them for ``stream``; when it writes to the
+    other stream, it first sends what ``parts`` holds (``switch``), so the
+    order of the two streams is kept. A drain, from the writer or from the
+    timer thread, takes the first ``len(parts)`` items under ``lock`` and
+    sends them as one piece; the writer's appends need no lock, because a
+    drain only ever removes a prefix and an append only adds at the end. A
+    drain happens when ``SIZE`` characters are pending, ``DELAY`` seconds after
+    the first pending write (a timer, so a task that went quiet is flushed
+    too) and when the block ends. A task printing many short lines then costs
+    one engine event per piece, not per line, and the joining is done in C.
+    (``size`` is a hint: a lost update only moves a flush.)
     """
 
     SIZE = 16_384
     DELAY = 0.05
 
-    __slots__ = ("ctx", "pending", "size", "armed", "timers", "lock")
+    __slots__ = ("ctx", "stream", "parts", "size", "armed", "timers", "lock")
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
-        self.pending: collections.deque[tuple[str, str]] = collections.deque()
+        self.stream = "stdout"
+        self.parts: list[str] = []
         self.size = 0
         self.armed = False
         services = getattr(ctx, "services", None)
@@ -169,14 +189,22 @@ class _Coalescer:
         self.lock = threading.RLock()  # a subscriber on this thread may print while a piece goes out
 
     def write(self, stream: str, text: str) -> None:
-        """Add ``text`` to ``stream`` (the router's inlined path, for other writers)."""
+        """Add ``text`` to ``stream`` (the router's inlined path, for other writers on the block's thread)."""
         if text:
-            self.pending.append((stream, text))
+            if stream != self.stream:
+                self.switch(stream)
+            self.parts.append(text)
             self.size += len(text)
             if self.size >= self.SIZE:
                 self.flush()
             elif not self.armed:
                 self.arm()
+
+    def switch(self, stream: str) -> None:
+        """The writer turns to ``stream``: what the other stream holds goes out first."""
+        with self.lock:
+            self._drain()
+            self.stream = sys.intern(stream)
 
     def arm(self) -> None:
         """Flush ``DELAY`` seconds from now (on the timer thread)."""
@@ -190,16 +218,14 @@ class _Coalescer:
 
     def flush(self) -> None:
         """Hand everything pending to the task, in order."""
-        pending = self.pending
         with self.lock:
-            self.size = 0
-            stream, parts = None, []
-            while pending:
-                name, text = pending.popleft()
-                if name != stream and parts:
-                    self.ctx.output(stream, "".join(parts))
-                    parts = []
-                stream = name
-                parts.append(text)
-            if parts:
-                self.ctx.output(stream, "".join(parts))
+            self._drain()
+
+    def _drain(self) -> None:
+        parts = self.parts
+        n = len(parts)
+        self.size = 0
+        if n:
+            piece = parts[:n]
+            del parts[:n]  # appends made meanwhile are at the end: they stay for the next drain
+            self.ctx.output(self.stream, "".join(piece))

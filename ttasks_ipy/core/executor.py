@@ -151,7 +151,8 @@ class Executor:
         self.output_dir = Path(output_dir) if output_dir is not None else self._own_dir.path
         if self._own_dir is not None:
             self.reaper.remove_on_exit(self.output_dir)  # if the kernel is killed
-        os.chmod(self.output_dir, 0o700)
+        else:  # a folder the caller chose: made if missing (private); each task's own folder in it is private
+            self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._dir = str(self.output_dir)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)

@@ -117,6 +117,10 @@ class Updater:
         self._refilled = time.monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: closing: what is dirty goes out now, past intervals and budget (final states must not wait)
+        self._flushing = False
+        #: set by close(): ends the sleep of a round whose views wait for their interval or the budget
+        self._urgent = threading.Event()
         self._idle = threading.Condition(self._lock)
         self._events = self._pushes = self._messages = self._errors = 0
         self._cpu = 0.0
@@ -203,7 +207,7 @@ class Updater:
             if pending:
                 # views wait for their interval or for the budget: more events cannot make
                 # them due sooner, so sleep through them (this is what coalesces a flood)
-                self._stop.wait(delay)
+                self._urgent.wait(delay)
             else:
                 self._wake.wait(delay)  # until an event, or the next clock tick
 
@@ -220,11 +224,11 @@ class Updater:
             due = [
                 slot
                 for slot in map(self._slots.get, self._dirty)
-                if slot is not None and slot.last_push + slot.view.min_interval <= now
+                if slot is not None and (self._flushing or slot.last_push + slot.view.min_interval <= now)
             ]
         due.sort(key=lambda s: (not _final(s.view), s.last_push))
         for slot in due:
-            if self._tokens < 1:
+            if self._tokens < 1 and not self._flushing:
                 break  # the budget is spent: the rest stay dirty for the next round
             with self._lock:
                 self._dirty.discard(id(slot.view))  # events from now on mark it again
@@ -330,11 +334,15 @@ class Updater:
             )
 
     def close(self, timeout: float = 1.0) -> None:
-        """Unsubscribe, push what is still dirty (bounded by ``timeout``), stop the thread."""
+        """Unsubscribe, push what is still dirty at once (bounded by ``timeout``, not by the budget), stop."""
         self._unsubscribe()
         if self._thread is not None and not self._stop.is_set():
+            self._flushing = True
+            self._urgent.set()
+            self._wake.set()
             self.wait_idle(timeout)
         self._stop.set()
+        self._urgent.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

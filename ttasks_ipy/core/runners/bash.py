@@ -134,7 +134,7 @@ class BashRunner(Runner):
         started = time.monotonic()
         ctx.check()
         # under a subreaper of its own: what leaves the session is still ended with it
-        proc = supervisor.spawn([self.shell, "-c", self.command], env=env, cwd=self.cwd, grace=grace)
+        proc = supervisor.spawn([self.shell, "-c", "--", self.command], env=env, cwd=self.cwd, grace=grace)
         ctx.placed(proc.pid)
         # from here a cancel ends the tree (at once if it came while the process started)
         unregister = ctx.on_cancel(lambda: proc.terminate(grace))
