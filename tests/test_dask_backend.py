@@ -134,7 +134,7 @@ def test_cancel_interrupts_a_running_python_loop(ex: Executor, dask_backend: Any
     assert python(ex, "2 + 2").wait(30).value == 4
 
 
-def test_a_queued_task_is_cancelled_before_it_starts(ex: Executor, tmp_path: Path) -> None:
+def test_a_queued_task_is_cancelled_before_it_starts(ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
     go = tmp_path / "go"
     rec = Recorder(ex)
     wait = ("import os, ttasks_ipy\nttasks_ipy.progress(1)\n"
@@ -143,7 +143,14 @@ def test_a_queued_task_is_cancelled_before_it_starts(ex: Executor, tmp_path: Pat
     for b in busy:
         rec.wait_for(EventKind.PROGRESS, b, timeout=30)
     queued = python(ex, "open(mark, 'w').write('ran')", {"mark": str(tmp_path / "mark")})
-    queued.cancel()
+    queued.cancel()  # CANCELLED here at once; the cluster learns it asynchronously
+    client = dask_backend.client
+
+    def known() -> int:
+        on_workers = sum(len(keys) for keys in client.processing().values())
+        return on_workers + client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.queued))
+
+    wait_until(lambda: known() == 2, 15, "the cancel reached the scheduler")
     go.touch()
     ex.wait(busy + [queued], timeout=30)
     assert queued.state is TaskState.CANCELLED
