@@ -76,7 +76,10 @@ TESTED_AFTER_LOAD = {
         "llm_api_version", "llm_extra_headers", "llm_retries"},
     "test_ledger_kernel.py (the three settings take effect at once)": {"ledger", "ledger_path", "ledger_result_cap"},
     "test_dask_kernel.py (a changed address or timeout makes the cluster link again) and test_dask_acceptance.py "
-    "(backend)": {"dask_address", "dask_timeout", "dask_workers", "dask_threads_per_worker", "backend"},
+    "(backend)": {"dask_address", "dask_timeout", "backend"},
+    # read when a LocalCluster starts; a change after that is said at once and applies from the next Dask task
+    # (kernel/dask_link.py): not yet changed after load by a test, which would start a second cluster
+    "not tested after load yet": {"dask_workers", "dask_threads_per_worker"},
 }
 
 
