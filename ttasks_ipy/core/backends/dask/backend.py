@@ -33,7 +33,6 @@ import cloudpickle
 
 from ...errors import (
     CommandFailed,
-    RemoteError,
     RemoteTraceback,
     ResultError,
     SpecError,
@@ -41,6 +40,7 @@ from ...errors import (
     WorkerDied,
 )
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
+from ..remote import one_line, remote_exception
 from .worker import cancel_job, run_job
 
 log = logging.getLogger("ttasks_ipy")
@@ -68,10 +68,6 @@ class DaskJob(JobHandle):
         #: the checks that found its future over without its reply (the reply may be on its way)
         self.seen_over = 0
 
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 class DaskBackend(Backend):
@@ -111,7 +107,7 @@ class DaskBackend(Backend):
         except SpecError:
             raise
         except Exception as e:
-            raise SpecError(f"the task cannot be sent to a Dask worker: {_one_line(e)}") from None
+            raise SpecError(f"the task cannot be sent to a Dask worker: {one_line(e)}") from None
         key = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}"
         handle = DaskJob(key, events)
         grace = float(getattr(job.services, "grace", 2.0))
@@ -391,10 +387,10 @@ def _dask_error(exc: BaseException | None) -> BaseException:
         m = re.search(r"(\w+://[^\s.]+(?:\.[^\s.]+)*:\d+)", text)
         return WorkerDied(f"lost (worker {m.group(1)})" if m else "lost (its Dask workers died)")
     if name in ("ModuleNotFoundError", "ImportError") and "ttasks_ipy" in text:
-        return SpecError(f"the Dask workers cannot run the task: {_one_line(exc)} "
+        return SpecError(f"the Dask workers cannot run the task: {one_line(exc)} "
                          "(install ttasks_ipy where the workers run)")
     if isinstance(exc, (OSError, TimeoutError)) or name in ("CommClosedError", "FutureCancelledError"):
-        return WorkerDied(f"lost (the Dask cluster: {_one_line(exc)})")
+        return WorkerDied(f"lost (the Dask cluster: {one_line(exc)})")
     return exc
 
 
@@ -405,7 +401,7 @@ def _outcome(reply: dict[str, Any]) -> Any:
         try:
             return cloudpickle.loads(reply["value"])
         except Exception as e:
-            raise ResultError(f"the result of the Dask worker cannot be loaded here: {_one_line(e)}") from None
+            raise ResultError(f"the result of the Dask worker cannot be loaded here: {one_line(e)}") from None
     if op == "cancelled":
         raise TaskCancelled("cancelled")
     if op == "command_failed":
@@ -417,31 +413,11 @@ def _outcome(reply: dict[str, Any]) -> Any:
                 result = None
         raise CommandFailed(reply["message"], result)
     if op == "error":
-        raise _remote_exception(reply) from RemoteTraceback(reply.get("traceback") or "")
+        raise remote_exception(reply) from RemoteTraceback(reply.get("traceback") or "")
     if reply.get("stage") == "result":
         raise ResultError(reply["message"])
     raise SpecError(reply["message"])
 
-
-def _remote_exception(reply: dict[str, Any]) -> BaseException:
-    text = reply.get("traceback") or ""
-    exc: Any = None
-    data = reply.get("exception")
-    if data is not None:
-        try:
-            exc = cloudpickle.loads(data)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        type_name = reply.get("type", "Exception")
-        message = reply.get("message", "")
-        exc = RemoteError(f"{type_name}: {message}" if message else type_name, type_name, text)
-    else:
-        try:
-            exc.remote_traceback = text
-        except (AttributeError, TypeError):
-            pass
-    return exc
 
 
 __all__ = ["DaskBackend", "DaskJob"]

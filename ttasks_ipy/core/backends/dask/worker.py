@@ -42,6 +42,7 @@ from ... import capture
 from ...context import TaskContext
 from ...errors import CommandFailed, SpecError, TaskCancelled
 from ..base import JobEvents
+from ..remote import one_line, type_name
 
 #: seconds between two sends of waiting output and progress
 TICK = 0.05
@@ -55,15 +56,6 @@ REPLY_GAP = 0.005
 TOMBSTONE_SECONDS = 300.0
 
 
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text.splitlines()[0] if text.strip() else type(e).__name__
-
-
-def _type_name(obj: Any) -> str:
-    t = type(obj)
-    mod = t.__module__
-    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
 
 
 class WorkerJob(JobEvents):
@@ -377,7 +369,7 @@ def _reply_for_error(e: BaseException, runner: Any, ctx: TaskContext) -> dict[st
     while tb is not None and filename is not None and tb.tb_frame.f_code.co_filename != filename:
         tb = tb.tb_next
     text = "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
-    return {"op": "error", "type": _type_name(e), "message": str(e), "traceback": text, "exception": exc_data}
+    return {"op": "error", "type": type_name(e), "message": str(e), "traceback": text, "exception": exc_data}
 
 
 def _reply_for_value(value: Any, runner: Any) -> dict[str, Any]:
@@ -385,16 +377,16 @@ def _reply_for_value(value: Any, runner: Any) -> dict[str, Any]:
         return {"op": "done", "value": cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)}
     except Exception as e:
         err: BaseException = e
-    what, hint = f"the value is a {_type_name(value)}", ""
+    what, hint = f"the value is a {type_name(value)}", ""
     if not getattr(runner, "is_expression", True) and isinstance(value, dict):
         for name, v in value.items():
             try:
                 cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as inner:
-                what, err, hint = f"{name!r} is a {_type_name(v)}", inner, ": choose the names to send back"
+                what, err, hint = f"{name!r} is a {type_name(v)}", inner, ": choose the names to send back"
                 break
     return {"op": "failed", "stage": "result",
-            "message": f"the result cannot be sent back from the Dask worker: {what} ({_one_line(err)}){hint}"}
+            "message": f"the result cannot be sent back from the Dask worker: {what} ({one_line(err)}){hint}"}
 
 
 def run_job(payload: bytes, key: str, topic: str, label: str, attempt: int, grace: float) -> dict[str, Any]:
@@ -421,7 +413,7 @@ def run_job(payload: bytes, key: str, topic: str, label: str, attempt: int, grac
     except BaseException as e:  # the body's own failure, whatever it is
         if runner is None:
             reply = {"op": "failed", "stage": "input",
-                     "message": f"cannot receive the task on the Dask worker: {_one_line(e)}"}
+                     "message": f"cannot receive the task on the Dask worker: {one_line(e)}"}
         else:
             reply = _reply_for_error(e, runner, ctx)
     else:

@@ -19,9 +19,10 @@ from typing import Any
 import cloudpickle
 
 from ...context import TaskContext
-from ...errors import RemoteError, RemoteTraceback, ResultError, SpecError, TaskCancelled, WorkerDied
+from ...errors import RemoteTraceback, ResultError, SpecError, TaskCancelled, WorkerDied
 from ...spec import Runner
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
+from ..remote import one_line, remote_exception
 from ..thread import ThreadBackend
 from .pool import WorkerPool, WorkerProcess
 
@@ -120,39 +121,15 @@ def _outcome(reply: dict[str, Any]) -> Any:
         try:
             return cloudpickle.loads(reply["value"])
         except Exception as e:
-            raise ResultError(f"the result of the worker process cannot be loaded here: {_one_line(e)}") from None
+            raise ResultError(f"the result of the worker process cannot be loaded here: {one_line(e)}") from None
     if op == "error":
-        exc = _remote_exception(reply)
+        exc = remote_exception(reply)
         raise exc from RemoteTraceback(reply.get("traceback") or "")
     if reply.get("stage") == "result":
         raise ResultError(reply["message"])
     raise SpecError(reply["message"])
 
 
-def _remote_exception(reply: dict[str, Any]) -> BaseException:
-    text = reply.get("traceback") or ""
-    exc: Any = None
-    data = reply.get("exception")
-    if data is not None:
-        try:
-            exc = cloudpickle.loads(data)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        type_name = reply.get("type", "Exception")
-        message = reply.get("message", "")
-        exc = RemoteError(f"{type_name}: {message}" if message else type_name, type_name, text)
-    else:
-        try:
-            exc.remote_traceback = text
-        except (AttributeError, TypeError):
-            pass
-    return exc
-
-
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 __all__ = ["ProcessBackend"]

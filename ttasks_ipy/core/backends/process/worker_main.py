@@ -47,6 +47,8 @@ import time
 import traceback
 from typing import Any
 
+from ..remote import one_line, type_name
+
 HEADER = struct.Struct(">Q")
 #: at most one progress message per this many seconds (the latest wins)
 PROGRESS_INTERVAL = 0.05
@@ -115,15 +117,6 @@ class FrameReader:
         return out
 
 
-def _one_line(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}"
-    return text.splitlines()[0] if text.strip() else type(e).__name__
-
-
-def _type_name(obj: Any) -> str:
-    t = type(obj)
-    mod = t.__module__
-    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
 
 
 def _remote_traceback(e: BaseException, filename: str | None) -> str:
@@ -141,19 +134,19 @@ def _pickle_result(value: Any, is_expression: bool) -> dict[str, Any]:
         return {"op": "done", "value": cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)}
     except Exception as e:
         err: BaseException = e
-    what, hint = f"the value is a {_type_name(value)}", ""
+    what, hint = f"the value is a {type_name(value)}", ""
     if not is_expression and isinstance(value, dict):
         for name, v in value.items():
             try:
                 cloudpickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as inner:
-                what, err = f"{name!r} is a {_type_name(v)}", inner
+                what, err = f"{name!r} is a {type_name(v)}", inner
                 hint = ": choose the names to send back"
                 break
     return {
         "op": "failed",
         "stage": "result",
-        "message": f"the result cannot be sent back from the worker process: {what} ({_one_line(err)}){hint}",
+        "message": f"the result cannot be sent back from the worker process: {what} ({one_line(err)}){hint}",
     }
 
 
@@ -221,12 +214,12 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
     try:
         _apply_changes(job)
     except OSError as e:
-        return {"op": "failed", "stage": "input", "message": f"cannot enter the kernel's directory: {_one_line(e)}"}
+        return {"op": "failed", "stage": "input", "message": f"cannot enter the kernel's directory: {one_line(e)}"}
     try:
         runner = cloudpickle.loads(job["runner"])
     except Exception as e:
         return {"op": "failed", "stage": "input", "message": f"cannot receive the task in the worker process: "
-                                                              f"{_one_line(e)}"}
+                                                              f"{one_line(e)}"}
     events = _WorkerEvents(channel)
     ctx = TaskContext(job.get("label", ""), job.get("attempt", 1), events)  # type: ignore[arg-type]
     token = ctx.activate()
@@ -241,7 +234,7 @@ def execute(channel: Channel, job: dict[str, Any]) -> dict[str, Any]:
             exc_data = None
         return {
             "op": "error",
-            "type": _type_name(e),
+            "type": type_name(e),
             "message": str(e),
             "traceback": _remote_traceback(e, getattr(runner, "filename", None)),
             "exception": exc_data,

@@ -1,0 +1,52 @@
+"""What a job that ran in another process sends back, read the same way by every backend that has one.
+
+``one_line`` and ``type_name`` are used on the worker side to describe an
+error; ``remote_exception`` rebuilds it in the kernel: the original exception
+when it can be unpickled here, else a ``RemoteError``, carrying the worker's
+traceback text as ``remote_traceback`` either way.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def one_line(e: BaseException) -> str:
+    """``Type: message``, its first line only (the type alone for an empty message)."""
+    text = f"{type(e).__name__}: {e}"
+    return text.splitlines()[0] if text.strip() else type(e).__name__
+
+
+def type_name(obj: Any) -> str:
+    """The qualified name of ``obj``'s type (``ValueError``, ``pkg.mod.MyError``)."""
+    t = type(obj)
+    mod = t.__module__
+    return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def remote_exception(reply: dict[str, Any]) -> BaseException:
+    """The exception an ``{"op": "error", ...}`` reply describes, with its ``remote_traceback``."""
+    import cloudpickle
+
+    from ..errors import RemoteError
+
+    text = reply.get("traceback") or ""
+    exc: Any = None
+    data = reply.get("exception")
+    if data is not None:
+        try:
+            exc = cloudpickle.loads(data)
+        except Exception:
+            exc = None
+    if not isinstance(exc, BaseException):
+        name = reply.get("type", "Exception")
+        message = reply.get("message", "")
+        exc = RemoteError(f"{name}: {message}" if message else name, name, text)
+    else:
+        try:
+            exc.remote_traceback = text
+        except (AttributeError, TypeError):
+            pass
+    return exc
+
+
+__all__ = ["one_line", "remote_exception", "type_name"]
