@@ -186,20 +186,20 @@ def _run_interruptibly(ctx: TaskContext, call: Any, is_async: bool | None) -> An
     ``is_async``: the value is a coroutine to run on a loop of its own (None: if it is one).
     """
     capture.install()
-    guard = _Interruptible(ctx)
+    guard = Interruptible(ctx)
     try:
         with capture.route(ctx), guard:
             value = call()
             if is_async or (is_async is None and inspect.iscoroutine(value)):
                 value = _run_coroutine(value, ctx, guard)
         return value
-    except _AsyncCancel:
+    except AsyncCancel:
         raise TaskCancelled(f"task {ctx.label} was cancelled") from None
     finally:
         capture.uninstall()
 
 
-def _run_coroutine(coro: Any, ctx: TaskContext, guard: _Interruptible) -> Any:
+def _run_coroutine(coro: Any, ctx: TaskContext, guard: Interruptible) -> Any:
     guard.enter_loop(None)  # from now on cancel goes through the loop
     loop = asyncio.new_event_loop()
     try:
@@ -215,13 +215,13 @@ def _run_coroutine(coro: Any, ctx: TaskContext, guard: _Interruptible) -> Any:
         loop.close()
 
 
-class _AsyncCancel(BaseException):
+class AsyncCancel(BaseException):
     """Raised inside a cancelled thread task; a BaseException so that ``except Exception`` in user code
     does not swallow it (like KeyboardInterrupt). Turned into ``TaskCancelled`` at the body's edge."""
 
 
-class _Interruptible:
-    """While the body runs, a cancel raises ``_AsyncCancel`` in this thread (an async exception).
+class Interruptible:
+    """While the body runs, a cancel raises ``AsyncCancel`` in this thread (an async exception).
 
     Registered on the context with ``on_cancel``; a body that runs a coroutine
     is cancelled through its loop instead.
@@ -237,7 +237,7 @@ class _Interruptible:
         self.loop: Any = None
         self._unregister: Any = None
 
-    def __enter__(self) -> _Interruptible:
+    def __enter__(self) -> Interruptible:
         self.ctx.check()
         with self.lock:
             self.inside = True
@@ -257,9 +257,9 @@ class _Interruptible:
             try:
                 for _ in range(3):
                     pass
-            except _AsyncCancel:
+            except AsyncCancel:
                 pass
-        if exc_type is _AsyncCancel:
+        if exc_type is AsyncCancel:
             raise TaskCancelled(f"task {self.ctx.label} was cancelled") from None
         return False
 
@@ -284,7 +284,7 @@ class _Interruptible:
             if self.inside and not self.sent:
                 self.sent = True
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.tid), ctypes.py_object(_AsyncCancel)
+                    ctypes.c_ulong(self.tid), ctypes.py_object(AsyncCancel)
                 )
 
 

@@ -28,7 +28,6 @@ worker that dies takes its commands' process trees with it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import threading
@@ -41,6 +40,7 @@ import cloudpickle
 from ... import capture
 from ...context import TaskContext
 from ...errors import CommandFailed, SpecError, TaskCancelled
+from ...runners.python import AsyncCancel, Interruptible
 from ..base import JobEvents
 from ..remote import one_line, type_name
 
@@ -305,50 +305,6 @@ def _job_services(grace: float) -> _JobServices:
         return _JobServices(_services, grace)
 
 
-class _AsyncCancel(BaseException):
-    """Raised in a cancelled job's thread; a BaseException so that ``except Exception`` does not swallow it."""
-
-
-class _Interrupt:
-    """While the body runs, a cancel raises ``_AsyncCancel`` in its thread (commands register their own abort)."""
-
-    def __init__(self, ctx: TaskContext) -> None:
-        self.ctx = ctx
-        self.tid = threading.get_ident()
-        self.lock = threading.Lock()
-        self.inside = False
-        self.sent = False
-        self._unregister: Any = None
-
-    def __enter__(self) -> _Interrupt:
-        self.ctx.check()
-        with self.lock:
-            self.inside = True
-        self._unregister = self.ctx.on_cancel(self.interrupt)
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self._unregister()
-        with self.lock:
-            self.inside = False
-            sent = self.sent
-        if sent:  # one that was set but has not fired yet fires here, and is caught
-            try:
-                for _ in range(3):
-                    pass
-            except _AsyncCancel:
-                pass
-        if exc_type is _AsyncCancel:
-            raise TaskCancelled(f"task {self.ctx.label} was cancelled") from None
-        return False
-
-    def interrupt(self) -> None:
-        with self.lock:
-            if self.inside and not self.sent:
-                self.sent = True
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.tid), ctypes.py_object(_AsyncCancel))
-
-
 def _reply_for_error(e: BaseException, runner: Any, ctx: TaskContext) -> dict[str, Any]:
     if isinstance(e, TaskCancelled) and ctx.cancelled:
         return {"op": "cancelled"}
@@ -405,10 +361,10 @@ def run_job(payload: bytes, key: str, topic: str, label: str, attempt: int, grac
     try:
         runner = cloudpickle.loads(payload)
         # a Python body is interrupted in its thread; a command ends its own process tree
-        guard = _Interrupt(ctx) if runner.kind == "python" else contextlib.nullcontext()
+        guard = Interruptible(ctx) if runner.kind == "python" else contextlib.nullcontext()
         with capture.route(ctx), guard:
             value = runner.run(ctx)
-    except _AsyncCancel:
+    except AsyncCancel:
         reply = {"op": "cancelled"}
     except BaseException as e:  # the body's own failure, whatever it is
         if runner is None:
