@@ -56,7 +56,26 @@ def connect(address: str = "", *, workers: int = 2, threads_per_worker: int = 1,
             if cluster is not None:
                 cluster.close()
             raise BackendUnavailable(f"cannot start a Dask LocalCluster: {_one_line(e)}") from None
+    _send_promptly(client)
     return DaskBackend(client, cluster=cluster, dashboard=dashboard_link(client))
+
+
+#: seconds between two batches the client sends to the scheduler (``distributed`` uses 10 ms)
+CLIENT_BATCH_INTERVAL = 0.002
+
+
+def _send_promptly(client: Any) -> None:
+    """Let the client's messages to the scheduler leave every 2 ms instead of every 10 ms.
+
+    ``distributed`` batches a client's messages and sends at most one batch per
+    10 ms; its workers and scheduler batch at 2 ms. A graph here submits a
+    dependent task when its dependency's reply reaches the kernel, so each step
+    of a chain waited out most of that window (11 ms a step against Dask's own
+    6 ms). Bare Dask submits a whole graph in one batch and does not notice.
+    """
+    comm = getattr(client, "scheduler_comm", None)
+    if comm is not None and hasattr(comm, "interval"):
+        comm.interval = CLIENT_BATCH_INTERVAL
 
 
 def dashboard_link(client: Any) -> str | None:
