@@ -247,3 +247,81 @@ def test_graph_tasks_on_dask_take_no_local_slot(dask_backend: Any, tmp_path: Pat
         ex.timers.close()
         ex.supervisor.close()
         ex.reaper.close()
+
+
+def _keys_on_scheduler(backend: Any, prefix: str) -> dict[str, list[str]]:
+    """The scheduler's tasks whose key starts with ``prefix``, with the keys they depend on."""
+    def read(dask_scheduler: Any, prefix: str = prefix) -> dict[str, list[str]]:
+        return {str(k): sorted(str(d.key) for d in ts.dependencies)
+                for k, ts in dask_scheduler.tasks.items() if str(k).startswith(prefix)}
+    return backend.client.run_on_scheduler(read)
+
+
+def test_a_graph_hands_its_edges_to_dask_and_lets_go_of_them_at_its_end(
+        ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
+    from ttasks_ipy.core.graph import GraphNode, GraphRun
+    from ttasks_ipy.kernel.dask_link import elsewhere
+
+    go = tmp_path / "go"
+    first = compile_body("41", "<a>")
+    wait = compile_body("import os, ttasks_ipy\nwhile not os.path.exists(go):\n"
+                        "    ttasks_ipy.current_task().sleep(0.02)\nout = up + 1\n", "<b>")
+
+    def after_a(up: Any) -> Any:
+        return elsewhere(PortablePython(wait, {"go": str(go), "up": up.a.value}))
+
+    nodes = [GraphNode("a", lambda up: elsewhere(PortablePython(first, {})), kind="python", backend="dask"),
+             GraphNode("b", after_a, deps=("a",), kind="python", backend="dask"),
+             GraphNode("c", after_a, deps=("a",), kind="python", backend="dask")]
+    g = GraphRun(ex, "edges", nodes).start()
+    b, c = g.tasks["b"], g.tasks["c"]
+    # the scheduler comes to know b and c as dependents of a's marker (a itself is over and released)
+    wait_until(lambda: len(_keys_on_scheduler(dask_backend, "edges-")) == 3, 30, "b and c on the scheduler")
+    keys = _keys_on_scheduler(dask_backend, "edges-")
+    root = next(k for k, deps in keys.items() if not deps)
+    assert sorted(deps for k, deps in keys.items() if k != root) == [[root], [root]]
+    go.touch()
+    assert g.wait(30).ok, g.error
+    assert (b.value["out"], c.value["out"]) == (42, 42)
+    # the marker was kept for a's dependents only: nothing is left on the cluster once the graph ended
+    wait_until(lambda: not _keys_on_scheduler(dask_backend, "edges-"), 30, "the graph's keys released")
+
+
+def test_a_burst_of_tasks_goes_out_together_and_a_cancel_on_the_way_stops_its_task(
+        ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
+    body = compile_body("i * 2", "<burst>")
+    tasks = [ex.submit(TaskSpec(PortablePython(body, {"i": i}), backend="dask")) for i in range(300)]
+    mark = tmp_path / "ran"
+    t = command(ex, f"touch {mark}", name="onitsway")
+    assert ex.cancel(t)  # at once: it may not have reached the scheduler yet
+    assert ex.wait(tasks, timeout=60)
+    assert [x.value for x in tasks] == [i * 2 for i in range(300)]
+    assert t.wait(30).state is TaskState.CANCELLED
+    # once the scheduler has forgotten it, it can no longer run anywhere: it never ran
+    wait_until(lambda: not _keys_on_scheduler(dask_backend, "onitsway-"), 30, "the cancelled key forgotten")
+    assert executing(dask_backend) == 0 and not mark.exists()
+
+
+def test_a_result_lost_with_its_worker_is_not_computed_again(ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
+    from ttasks_ipy.core.graph import GraphNode, GraphRun
+    from ttasks_ipy.kernel.dask_link import elsewhere
+
+    log, go = tmp_path / "runs.log", tmp_path / "go"
+    first = compile_body("import os\nopen(log, 'a').write('ran\\n')\npid = os.getpid()\n", "<a>")
+    hold = compile_body("import os, ttasks_ipy\nwhile not os.path.exists(go):\n"
+                        "    ttasks_ipy.current_task().sleep(0.02)\n", "<b>")
+    nodes = [GraphNode("a", lambda up: elsewhere(PortablePython(first, {"log": str(log)})), kind="python",
+                       backend="dask"),
+             GraphNode("b", lambda up: elsewhere(PortablePython(hold, {"go": str(go)})), deps=("a",),
+                       kind="python", backend="dask")]
+    g = GraphRun(ex, "relost", nodes).start()
+    a, b = g.tasks["a"], g.tasks["b"]
+    wait_until(lambda: b.state is TaskState.RUNNING, 30, "b running")
+    # b was submitted after a's marker; a's worker dies: Dask computes again what it held that b needs
+    os.kill(a.value["pid"], signal.SIGKILL)
+    wait_until(lambda: len(dask_backend.client.scheduler_info()["workers"]) == 2, 60, "the nanny restarted the worker")
+    go.touch()
+    g.wait(60)
+    wait_until(lambda: not _keys_on_scheduler(dask_backend, "relost-") and executing(dask_backend) == 0, 30,
+               "the graph's keys released and nothing running on the cluster")
+    assert log.read_text() == "ran\n", (b.state, b.reason)

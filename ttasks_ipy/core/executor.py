@@ -190,6 +190,16 @@ class Executor:
             raise SpecError(f"no backend called {name!r} (known: {known})")
         return b
 
+    def forget_results(self, tasks: Iterable[Task]) -> None:
+        """No later job reads these tasks' results: backends drop what they kept of them (``Job.keep``)."""
+        by_backend: dict[str, list[int]] = {}
+        for t in tasks:
+            by_backend.setdefault(t.spec.backend, []).append(t.id)
+        for name, ids in by_backend.items():
+            backend = self._backends.get(name)
+            if backend is not None:
+                backend.forget(ids)
+
     # ---- submitting ----------------------------------------------------
     def submit(
         self,
@@ -373,7 +383,9 @@ class Executor:
             attempt.last_activity = time.monotonic()
             self.timers.schedule(spec.stall, lambda: self._check_stall(attempt))
         try:
-            job = Job(spec.runner.resolve(), task.label, task.id, attempt.number, task.output_buffer, self)
+            runner = spec.runner
+            job = Job(runner.resolve(), task.label, task.id, attempt.number, task.output_buffer, self,
+                      runner.after_tasks, runner.has_dependents)
             attempt.handle = backend.submit(job, attempt)
         except Exception as e:  # the backend could not take it (e.g. a runner that cannot be sent)
             attempt.finished(error=e)

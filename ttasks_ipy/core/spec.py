@@ -31,6 +31,10 @@ class Runner(ABC):
     kind: str = "python"
     #: False for runners that wait on the network, not the CPU (prompts): no worker slot
     needs_worker_slot: bool = True
+    #: ids of the tasks whose results this attempt reads (a graph task: its dependencies), for ``Job.after``
+    after_tasks: tuple[int, ...] = ()
+    #: True when later attempts will name this task in their ``after_tasks`` (a graph task with dependents)
+    has_dependents: bool = False
 
     @abstractmethod
     def run(self, ctx: TaskContext) -> Any:

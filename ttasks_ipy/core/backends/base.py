@@ -1,13 +1,14 @@
 """The backend interface: where an attempt runs, and the one channel back from it.
 
-A backend runs jobs somewhere and reports back. It has four methods:
+A backend runs jobs somewhere and reports back. It has five methods:
 
 * ``submit(job, events) -> handle`` starts the job and returns at once;
 * ``cancel(handle)`` returns at once and ends the work for real where the
   backend can (a thread: the runner's registered aborts and an exception
   raised in pure-Python code; a worker process: the process is killed; a
   cluster: a cancel signal the remote side watches);
-* ``shutdown()`` releases what the backend holds;
+* ``shutdown()`` releases what the backend holds, ``forget(task_ids)`` the
+  results it kept for later jobs (``Job.keep``);
 * ``statistics()`` returns a frozen snapshot.
 
 ``JobEvents`` is the only way back: ``output``, ``progress``, ``placed``
@@ -23,6 +24,7 @@ processes and a cluster implement the same interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -58,6 +60,14 @@ class Job:
     ``store`` is the task's output store in the kernel's process (a local
     backend lends it to runners that read their own output back); ``services``
     are the kernel's timers and reaper for runners that start processes here.
+
+    ``after`` and ``keep`` describe a graph's edges to a backend that can use
+    them (a cluster: a dependent runs after, and near, its inputs, which move
+    worker to worker): ``after`` names the tasks whose results this job reads,
+    all of them finished; ``keep`` says later jobs will name this job's task
+    in their ``after``, so its result may be kept where it was made until
+    ``Backend.forget``. A backend that keeps nothing ignores both; the values
+    a job reads always travel with its runner as well.
     """
 
     runner: Runner
@@ -66,6 +76,8 @@ class Job:
     attempt: int
     store: TaskOutput | None = None
     services: Any = None
+    after: tuple[int, ...] = ()
+    keep: bool = False
 
 
 class JobHandle:
@@ -99,6 +111,9 @@ class Backend(ABC):
     @abstractmethod
     def cancel(self, handle: JobHandle) -> None:
         """Stop the job of ``handle``; return at once. Its ``finished`` still comes (or came) once."""
+
+    def forget(self, task_ids: Iterable[int]) -> None:
+        """Drop the results kept for these tasks (``Job.keep``): no later job reads them here."""
 
     def shutdown(self) -> None:
         """Release what the backend holds (threads, processes, connections)."""

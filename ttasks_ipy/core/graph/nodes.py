@@ -149,9 +149,11 @@ class NodeRunner(Runner):
     A factory that raises fails the task (with that error) when it runs.
     """
 
-    def __init__(self, node: GraphNode) -> None:
+    def __init__(self, node: GraphNode, *, has_dependents: bool = False) -> None:
         self.node = node
         self.kind = node.kind or "python"
+        self.has_dependents = has_dependents
+        self.after_tasks: tuple[int, ...] = ()
         self._inner: Runner | None = None
         self._error: BaseException | None = None
 
@@ -160,8 +162,9 @@ class NodeRunner(Runner):
         """The runner built for the current release (None before the first)."""
         return self._inner
 
-    def prepare(self, upstream: Upstream) -> None:
-        """Build the runner for this release (called by the scheduling step)."""
+    def prepare(self, upstream: Upstream, after_tasks: tuple[int, ...] = ()) -> None:
+        """Build the runner for this release (called by the scheduling step); ``after_tasks``: the dependencies' ids."""
+        self.after_tasks = after_tasks
         try:
             self._inner, self._error = self.node.build(upstream), None
         except Exception as e:

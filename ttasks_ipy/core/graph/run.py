@@ -174,7 +174,7 @@ class GraphRun:
             for d in n.deps:
                 self._succ[self._index[d]].append(i)
         self._order = [self._index[x] for x in order]
-        self._runners = [NodeRunner(n) for n in nodes]
+        self._runners = [NodeRunner(n, has_dependents=bool(self._succ[i])) for i, n in enumerate(nodes)]
         self._specs = [
             TaskSpec(
                 r, timeout=n.timeout, retries=n.retries, backoff=n.backoff, stall=n.stall, backend=n.backend,
@@ -370,9 +370,8 @@ class GraphRun:
                 continue
             run.phase[i] = _RELEASED
             run.inflight += 1
-            self._runners[i].prepare(
-                Upstream(node.name, {d: self._tasks[self._index[d]] for d in node.deps})
-            )
+            deps = {d: self._tasks[self._index[d]] for d in node.deps}
+            self._runners[i].prepare(Upstream(node.name, deps), tuple(t.id for t in deps.values()))
             self.executor.release(task)
 
     def _on_stop(self, run: _Run) -> None:
@@ -389,6 +388,8 @@ class GraphRun:
     def _finish(self, run: _Run) -> None:
         if run.timer is not None:
             run.timer.cancel()
+        # every dependent of this run was released or blocked: what a backend kept for them can go
+        self.executor.forget_results(self._tasks[i] for i in run.members if self._succ[i])
         ok = all(
             t.state is TaskState.SUCCEEDED for n, t in zip(self.nodes, self._tasks, strict=True) if not n.optional
         )

@@ -1,8 +1,20 @@
 """``DaskBackend``: jobs on the workers of a Dask cluster, one implementation of ``Backend``.
 
-``submit`` pickles the runner with cloudpickle and submits ``worker.run_job``
+``submit`` pickles the runner with cloudpickle and hands ``worker.run_job``,
 with a key of its own (``name-session-n``: Dask groups a task's attempts, or a
-graph's tasks, under the name; unnamed tasks under ``bg``).
+graph's tasks, under the name; unnamed tasks under ``bg``), to the *sender*, a
+thread that submits what came together as one ``Client.map`` (one graph
+update on the scheduler for a burst of jobs).
+
+A graph's edges, in prose: a job whose task has dependents (``Job.keep``) is
+sent with a *marker*, a no-op task of the same group. Its dependents are
+submitted with the markers of their dependencies as inputs (``Job.after``),
+so Dask sees a graph, as with its own: it sends a dependent to a worker at
+once instead of queuing it as a root task, near its dependencies. The marker,
+not the job, is the input because Dask computes a lost input again, and a
+command must not run twice; a marker may. Markers are kept until
+``forget`` (the graph's run ended); the values a dependent reads travel with
+its runner, from the kernel.
 Everything comes back on one thread of ours (the *drain*), in order: the
 events of this backend's topic (``Client.subscribe_topic``: batches of
 output, progress and where a job runs; the reply of a job whose value is
@@ -48,17 +60,24 @@ log = logging.getLogger("ttasks_ipy")
 _STOP = object()
 #: seconds between two checks of the futures of unfinished jobs
 CHECK_SECONDS = 0.25
+#: jobs sent to the scheduler in one message at most
+SEND_BATCH = 1000
 _LOOPBACK = re.compile(r"^\w+://(127\.\d+\.\d+\.\d+|localhost|\[::1\]):")
 
 
 class DaskJob(JobHandle):
     """What ``submit`` returns: the job's key, future and events."""
 
-    __slots__ = ("key", "events", "future", "address", "done", "cancelling", "placed", "seen_over")
+    __slots__ = ("key", "events", "future", "address", "done", "cancelling", "placed", "seen_over", "task_id",
+                 "marker_key", "marker")
 
-    def __init__(self, key: str, events: JobEvents) -> None:
+    def __init__(self, key: str, events: JobEvents, task_id: int = 0, marker_key: str | None = None) -> None:
         self.key = key
         self.events = events
+        self.task_id = task_id
+        #: the key of its marker (``Job.keep``): dependents are submitted after the marker (see ``submit``)
+        self.marker_key = marker_key
+        self.marker: Any = None
         self.future: Any = None
         #: the worker it runs on, once known
         self.address: str | None = None
@@ -87,14 +106,20 @@ class DaskBackend(Backend):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._jobs: dict[str, DaskJob] = {}
+        #: task id -> the marker future of a job that succeeded and whose dependents are yet to come (``Job.keep``)
+        self._kept: dict[int, Any] = {}
         self._submitted = 0
         self._lost = 0
         self._closed = False
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: (handle, args) of jobs to send to the scheduler, taken in bursts by the sender
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._signals = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-signal")  # cancels
         self._fetches = ThreadPoolExecutor(2, thread_name_prefix="ttasks-dask-fetch")  # large values
         self._drain_thread = threading.Thread(target=self._drain, name="ttasks-dask-drain", daemon=True)
         self._drain_thread.start()
+        self._send_thread = threading.Thread(target=self._send_jobs, name="ttasks-dask-send", daemon=True)
+        self._send_thread.start()
         client.subscribe_topic(self.topic, self._inbox.put)
         client.subscribe_topic("all", self._inbox.put)
 
@@ -109,20 +134,66 @@ class DaskBackend(Backend):
         except Exception as e:
             raise SpecError(f"the task cannot be sent to a Dask worker: {one_line(e)}") from None
         key = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}"
-        handle = DaskJob(key, events)
+        marker = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}" if job.keep else None
+        handle = DaskJob(key, events, job.task_id, marker)
         grace = float(getattr(job.services, "grace", 2.0))
         with self._lock:
             self._jobs[key] = handle
             self._submitted += 1
-        try:
-            future = self.client.submit(run_job, payload, key, self.topic, job.label, job.attempt, grace,
-                                        key=key, pure=False)
-        except Exception:
-            with self._lock:
-                self._jobs.pop(key, None)
-            raise
-        handle.future = future
+            self._kept.pop(job.task_id, None)  # run again: its earlier marker is no one's input now
+            inputs = [m for t in job.after if (m := self._kept.get(t)) is not None]
+        self._outbox.put((handle, (payload, key, self.topic, job.label, job.attempt, grace, inputs)))
         return handle
+
+    def _send_jobs(self) -> None:
+        """The sender: jobs go to the scheduler as they come, those that came together in one message.
+
+        A burst (a graph's fan-out, a loop of ``%bg``) becomes one
+        ``Client.map``: one graph update on the scheduler instead of one a job.
+        """
+        get, get_nowait = self._outbox.get, self._outbox.get_nowait
+        while True:
+            batch = [get()]
+            while len(batch) < SEND_BATCH:
+                try:
+                    batch.append(get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            items = [(h, args) for h, args in (i for i in batch if i is not _STOP) if not h.done]
+            if items:
+                try:
+                    self._send_batch(items)
+                except Exception as e:  # the client is closed or broken: these jobs cannot start
+                    for handle, _args in items:
+                        self._end(handle, error=WorkerDied(f"lost (the Dask cluster: {one_line(e)})"))
+            if stop:
+                return
+            del batch, items  # their futures are not kept alive while the sender waits
+
+    def _send_batch(self, items: list[tuple[DaskJob, tuple[Any, ...]]]) -> None:
+        work: list[tuple[DaskJob, bool, tuple[Any, ...]]] = []
+        for handle, args in items:
+            work.append((handle, False, args))
+            if handle.marker_key is not None:
+                work.append((handle, True, (None, handle.marker_key, *args[2:6], [])))
+        keys = [args[1] for _h, _m, args in work]
+        if len(work) == 1:
+            futures = [self.client.submit(run_job, *work[0][2], key=keys[0], pure=False)]
+        else:
+            columns = list(zip(*(args for _h, _m, args in work), strict=True))
+            futures = self.client.map(run_job, *columns, key=keys, pure=False)
+        late = []
+        for (handle, is_marker, _args), future in zip(work, futures, strict=True):
+            if is_marker:
+                handle.marker = future
+            else:
+                handle.future = future
+            if handle.cancelling or handle.done:  # cancelled while it was on its way: its cancel saw no future
+                handle.marker = None
+                late.append(future)
+        for future in late:
+            future.cancel()
 
     def cancel(self, handle: JobHandle) -> None:
         assert isinstance(handle, DaskJob)
@@ -131,12 +202,18 @@ class DaskBackend(Backend):
         handle.cancelling = True
         self._signal(self._stop, handle)
 
+    def forget(self, task_ids: Any) -> None:
+        with self._lock:
+            dropped = [self._kept.pop(t, None) for t in task_ids]
+        del dropped  # the futures go here, outside the lock: Dask releases their keys
+
     def shutdown(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             jobs = list(self._jobs.values())
+            self._kept.clear()
         futures = [j.future for j in jobs if j.future is not None]
         try:
             if futures:
@@ -150,6 +227,7 @@ class DaskBackend(Backend):
             except Exception:
                 pass
         self._inbox.put(_STOP)
+        self._outbox.put(_STOP)
         self._signals.shutdown(wait=False, cancel_futures=True)
         self._fetches.shutdown(wait=False, cancel_futures=True)
         try:
@@ -300,6 +378,7 @@ class DaskBackend(Backend):
         with self._lock:
             lost = [h for h in self._jobs.values() if not h.done and (h.key in keys or h.address == address)]
             self._lost += len(lost)
+
         for handle in lost:
             if self._end(handle, error=WorkerDied(f"lost (worker {address})")):
                 handle.cancelling = True
@@ -329,11 +408,16 @@ class DaskBackend(Backend):
             value, error = None, e
         if self._take(handle):
             handle.future = None  # the key is released: nothing is kept on the cluster
+            marker, handle.marker = handle.marker, None  # but the marker, for dependents still to come
+            if marker is not None and error is None:
+                with self._lock:
+                    self._kept[handle.task_id] = marker
             handle.events.finished(value=value, error=error)
 
     def _end(self, handle: DaskJob, *, error: BaseException) -> bool:
         if not self._take(handle):
             return False
+        handle.marker = None
         handle.events.finished(error=error)
         return True
 

@@ -345,8 +345,16 @@ def _reply_for_value(value: Any, runner: Any) -> dict[str, Any]:
             "message": f"the result cannot be sent back from the Dask worker: {what} ({one_line(err)}){hint}"}
 
 
-def run_job(payload: bytes, key: str, topic: str, label: str, attempt: int, grace: float) -> dict[str, Any]:
-    """Run one attempt on this Dask worker; returns its reply (never raises for the runner's errors)."""
+def run_job(payload: bytes, key: str, topic: str, label: str, attempt: int, grace: float,
+            inputs: Any = ()) -> dict[str, Any]:
+    """Run one attempt on this Dask worker; returns its reply (never raises for the runner's errors).
+
+    ``inputs`` are the markers of the jobs it runs after (a graph's edges, see
+    ``DaskBackend.submit``); the values it reads came with its runner. With no
+    ``payload`` it is such a marker: it does nothing, so Dask may run it again.
+    """
+    if payload is None:
+        return {"op": "marker"}
     from distributed import get_worker
 
     worker = get_worker()
