@@ -73,6 +73,25 @@ def _artifacts(page: Any) -> Path:
     return ARTIFACTS_ROOT / page.frontend
 
 
+def _shot(locator: Any, path: Path) -> None:
+    """A screenshot of ``locator``'s element, taken again if the frontend replaced it meanwhile.
+
+    A display's saved form is replaced when its task ends, and a dashboard's once a
+    second while tasks end (``update_display_data``): the frontend then renders the
+    output again, widget view included, and the element being measured is detached.
+    Each attempt finds the element anew; a replacement comes at most once a second.
+    """
+    from playwright.sync_api import Error
+
+    for attempt in range(5):
+        try:
+            locator.screenshot(path=str(path))
+            return
+        except Error as e:
+            if "not attached" not in str(e) or attempt == 4:
+                raise
+
+
 def _row(page: Any, task: str) -> Any:
     """The card's row (HBox): stable while its HTML is replaced by updates."""
     return page.locator(f"{NB} .ttasks-card").filter(has=page.locator(BODY.format(task)))
@@ -192,7 +211,7 @@ def _cards_progress_tail_cancel(page: Any) -> None:
     train_card.scroll_into_view_if_needed()
     _bar_redrawn_in_place(page)
     page.screenshot(path=str(_artifacts(page) / "running.png"), full_page=False)
-    train_card.screenshot(path=str(_artifacts(page) / "card-running.png"))
+    _shot(train_card, _artifacts(page) / "card-running.png")
 
     # Cancel really cancels, and the card says so
     button = train_card.locator("button")
@@ -205,9 +224,9 @@ def _cards_progress_tail_cancel(page: Any) -> None:
     page.locator(f"{NB} .jp-Cell").nth(3).scroll_into_view_if_needed()
     page.screenshot(path=str(_artifacts(page) / "finished.png"), full_page=False)
     for name in ("train", "fit", "load"):
-        _row(page, name).screenshot(path=str(_artifacts(page) / f"card-{name}.png"))
+        _shot(_row(page, name), _artifacts(page) / f"card-{name}.png")
     # the dashboard's box (VBox): stable while its body's HTML is replaced by updates
-    page.locator(f"{NB} .ttasks-dashboard").screenshot(path=str(_artifacts(page) / "dashboard.png"))
+    _shot(page.locator(f"{NB} .ttasks-dashboard"), _artifacts(page) / "dashboard.png")
     assert time.monotonic() - started < 60
 
 
@@ -240,7 +259,7 @@ def _graph_colours(page: Any) -> None:
     expect(_node(page, "build")).to_have_attribute("data-status", "running", timeout=15_000)
     running_fill = _fill(page, "build")
     expect(_node(page, "deploy")).to_have_attribute("data-status", "pending")
-    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-running.png"))
+    _shot(page.locator(f"{NB} .ttasks-graph"), _artifacts(page) / "graph-running.png")
 
     expect(graph).to_have_attribute("data-status", "done", timeout=20_000)
     expect(graph).to_have_attribute("data-ok", "false")
@@ -252,7 +271,7 @@ def _graph_colours(page: Any) -> None:
     }
     assert _fill(page, "build") != running_fill  # the colour changed
     expect(graph).to_contain_text("not ok")
-    page.locator(f"{NB} .ttasks-graph").screenshot(path=str(_artifacts(page) / "graph-done.png"))
+    _shot(page.locator(f"{NB} .ttasks-graph"), _artifacts(page) / "graph-done.png")
 
 
 def _new_cell(page: Any, code: str) -> None:
@@ -366,7 +385,7 @@ def _reload(page: Any) -> None:
     card = page.locator(CARD.format("slowly"))
     expect(card).to_have_attribute("data-status", "succeeded", timeout=30_000)
     expect(card.locator(".ttasks-tail")).to_contain_text("tick 40")
-    _row(page, "slowly").screenshot(path=str(_artifacts(page) / "card-after-reload.png"))
+    _shot(_row(page, "slowly"), _artifacts(page) / "card-after-reload.png")
     _new_cell(page, "print('delivered:', so.returncode, so.output.split()[-1])")
     expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("delivered: 0 40")
 
@@ -424,7 +443,7 @@ def _themes(page: Any) -> None:
         page.locator(f"{NB} .ttasks-dashboard").scroll_into_view_if_needed()
         page.screenshot(path=str(_artifacts(page) / "theme-dark-dashboard.png"), full_page=False)
         page.locator(f"{NB} .ttasks-graph").first.scroll_into_view_if_needed()
-        page.locator(f"{NB} .ttasks-graph").first.screenshot(path=str(_artifacts(page) / "theme-dark-graph.png"))
+        _shot(page.locator(f"{NB} .ttasks-graph").first, _artifacts(page) / "theme-dark-graph.png")
     finally:
         _theme(page, "JupyterLab Light", light=True)
         _new_cell(page, "%bg --cancel dawn dusk\nnight.cancel()")
@@ -485,6 +504,6 @@ def _reopen(page: Any, lab: Lab) -> None:
     expect(card.locator(".ttasks-tail")).to_contain_text("finished while away")
     expect(card.locator(".ttasks-reason")).to_contain_text("delivered back")
     _row(page, "away").scroll_into_view_if_needed()
-    _row(page, "away").screenshot(path=str(_artifacts(page) / "card-after-closed-tab.png"))
+    _shot(_row(page, "away"), _artifacts(page) / "card-after-closed-tab.png")
     _new_cell(page, "print('back:', back.returncode, back.output.strip())")
     expect(page.locator(f"{NB} .jp-OutputArea-output").last).to_contain_text("back: 0 finished while away")

@@ -73,27 +73,30 @@ class TaskCard(widgets.HBox):
                  facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> None:
         self._facts = facts
         self._at_dispatch = at_dispatch
-        self._html = base.html_widget("", "card_html")
+        self._task_ref = weakref.ref(task)
+        self._plain = _plain_line(task, facts)
+        self._describe = shorten(task.spec.runner.describe(), 160)
+        self._tqdm: float | None = None
+        self._ever_percent = False
+        self.tail_lines = tail_lines  # not synced: no message (the widget is not open yet)
+        # drawn before the widgets open, so each opens with its state: no update right after
+        status, percent, value = self._draw(task)
+        self._button_shown = task.state.active
+        self._html = base.html_widget(value, "card_html")
         self._button = widgets.Button(
             description="Cancel",
             tooltip=f"Cancel task {task.label} (handled once the kernel is free: after a running cell ends)",
-            layout=base.layout("cancel"),
+            layout=base.layout("cancel" if self._button_shown else "hidden"),
             style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
         )
         super().__init__(
             children=(self._html, self._button),
             layout=base.layout("card"),
             _dom_classes=("ttasks-card",),
-            tail_lines=tail_lines,
         )
-        self._task_ref = weakref.ref(task)
-        self._plain = _plain_line(task, facts)
-        self._describe = shorten(task.spec.runner.describe(), 160)
-        self._tqdm: float | None = None
-        self._ever_percent = False
-        self._button_shown = True
+        self.percent = percent
+        self.status = status
         self._button.on_click(self._on_cancel)
-        self.push()
         if updater is not None:
             updater.watch(self, [task])
 
