@@ -252,6 +252,8 @@ class LedgerWriter:
                 continue  # a detached command let go of, not ended: its last row stands (a later kernel follows it)
             latest[ev.task.id] = ev
         for tid, ev in latest.items():
+            if not ev.kind.terminal and ev.task.state.terminal and not getattr(ev.task.spec.runner, "released", False):
+                continue  # it has ended since: its end's event is on its way and says all this row would
             try:
                 self._waiting[tid] = self._row(ev)
             except Exception:
