@@ -60,8 +60,8 @@ class TaskOutput:
         self._lock = threading.Lock()
         # made on the first text (a task that prints nothing costs no more objects than this)
         self._streams: dict[str, _Stream] = {}
-        #: the last lines of both streams in the order written: (stream, text) pieces
-        self._mixed: collections.deque[tuple[str, str]] = collections.deque()
+        #: the last lines of both streams in the order written: (stream, text) pieces (made on the first text)
+        self._mixed: collections.deque[tuple[str, str]] | None = None
         self._mixed_size = 0
         self._lost: str | None = None
 
@@ -123,10 +123,13 @@ class TaskOutput:
         with self._lock:
             st.total += len(text)
             _push(st.chunks, text, self.tail_chars, st)
-            self._mixed.append((stream, text))
+            mixed = self._mixed
+            if mixed is None:
+                mixed = self._mixed = collections.deque()
+            mixed.append((stream, text))
             self._mixed_size += len(text)
-            while self._mixed_size > self.tail_chars and len(self._mixed) > 1:
-                self._mixed_size -= len(self._mixed.popleft()[1])
+            while self._mixed_size > self.tail_chars and len(mixed) > 1:
+                self._mixed_size -= len(mixed.popleft()[1])
             if not st.failed and not st.truncated:
                 try:
                     f = self._file_for(stream, st)
@@ -152,7 +155,7 @@ class TaskOutput:
     def tail_mixed(self) -> list[tuple[str, str]]:
         """The last pieces of both streams in the order written."""
         with self._lock:
-            return list(self._mixed)
+            return list(self._mixed) if self._mixed is not None else []
 
     def read(self, stream: str = "stdout") -> str:
         """The whole of ``stream`` as kept: the file when there is one, else the tail (see ``complete``)."""
@@ -201,7 +204,7 @@ class TaskOutput:
                     except _FILE_ERRORS:
                         pass  # the old attempt's output is being forgotten anyway
             self._streams = {}
-            self._mixed.clear()
+            self._mixed = None
             self._mixed_size = 0
             self._lost = None
 

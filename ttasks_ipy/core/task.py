@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .context import current_task
@@ -71,7 +71,7 @@ class Task:
         self._lock = threading.Lock()
         self._is_done = False  # set once waiters were woken and callbacks ran
         self._done_event: threading.Event | None = None  # made for the first low-level waiter
-        self._callbacks: list[Callable[[Task], None]] = []
+        self._callbacks: list[Callable[[Task], None]] | None = None  # made for the first callback
         self.state = TaskState.PENDING
         self.output_buffer = output
         self.created = time.time()
@@ -92,10 +92,10 @@ class Task:
         self.progress: tuple[float | None, str | None] = (None, None)
         self.stalled = False
         self.ready_line: str | None = None
-        #: names of tasks that kept this one from running (graphs)
-        self.blocked_by: list[str] = []
+        #: names of tasks that kept this one from running (graphs); empty unless it was blocked
+        self.blocked_by: Sequence[str] = ()
         #: rich outputs the task displayed (mime bundles: {'text/plain': ..., 'image/png': ...}), capped
-        self.displays: list[dict[str, Any]] = []
+        self.displays: Sequence[dict[str, Any]] = ()
         #: pid of the attempt's process (session leader), for commands and worker processes
         self.pid: int | None = None
         #: where the current attempt runs, as its backend says (a pid, a worker address)
@@ -104,7 +104,7 @@ class Task:
         self.delivered: tuple[str, ...] = ()
         # ordering of events around a claim (see the module docstring)
         self._starting = False
-        self._held: list[TaskEvent] = []
+        self._held: list[TaskEvent] | None = None  # made for the first held event
         self._notify_held = False
         self._record: TaskRecord | None = None
         self._description: str | None = None
@@ -214,6 +214,8 @@ class Task:
         """Call ``fn(task)`` once the task is done (at once if it already is)."""
         with self._lock:
             if not self._is_done:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(fn)
                 return
         fn(self)
@@ -306,7 +308,7 @@ class Task:
             self.value, self.has_value = None, False
             self.exception = self.traceback = self.reason = None
             self.attempt_reasons = ()
-            self.blocked_by = []
+            self.blocked_by = ()
             self.progress = (None, None)
             self.stalled = False
             self._description = None
@@ -368,9 +370,12 @@ class Task:
     def add_display(self, bundle: dict[str, Any], cap: int) -> bool:
         """Keep a rich output the task displayed (a mime bundle), at most ``cap`` of them; True if kept."""
         with self._lock:
-            if len(self.displays) >= cap:
+            shown = self.displays
+            if len(shown) >= cap:
                 return False
-            self.displays.append(bundle)
+            if not isinstance(shown, list):  # the first: a task that shows nothing keeps no list
+                shown = self.displays = []
+            shown.append(bundle)
             return True
 
     def note_delivered(self, names: tuple[str, ...]) -> None:
@@ -393,6 +398,8 @@ class Task:
             return True
         with self._lock:
             if self._starting and ev.kind is not EventKind.STARTED:
+                if self._held is None:
+                    self._held = []
                 self._held.append(ev)
                 return False
         publish(ev)
@@ -417,7 +424,7 @@ class Task:
         """
         with self._lock:
             self._starting = False
-            held, self._held = self._held, []
+            held, self._held = self._held or (), None
             notify, self._notify_held = self._notify_held, False
         for h in held:
             publish(h)
@@ -433,7 +440,7 @@ class Task:
             if self._starting:
                 self._notify_held = True  # after the held terminal event is out
                 return
-            callbacks, self._callbacks = self._callbacks, []
+            callbacks, self._callbacks = self._callbacks or (), None
             self._is_done = True
             event = self._done_event
         if event is not None:
