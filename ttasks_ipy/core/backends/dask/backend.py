@@ -133,8 +133,9 @@ class DaskBackend(Backend):
             raise
         except Exception as e:
             raise SpecError(f"the task cannot be sent to a Dask worker: {one_line(e)}") from None
-        key = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}"
-        marker = f"{_key_prefix(job.label)}-{self._token}-{next(self._ids)}" if job.keep else None
+        prefix = f"{_key_prefix(job.label)}-{self._token}"
+        key = f"{prefix}-{next(self._ids)}"
+        marker = f"{prefix}-{next(self._ids)}" if job.keep else None
         handle = DaskJob(key, events, job.task_id, marker)
         grace = float(getattr(job.services, "grace", 2.0))
         with self._lock:
@@ -183,11 +184,13 @@ class DaskBackend(Backend):
         else:
             columns = list(zip(*(args for _h, _m, args in work), strict=True))
             futures = self.client.map(run_job, *columns, key=keys, pure=False)
-        late = []
-        for (handle, is_marker, _args), future in zip(work, futures, strict=True):
+        pairs = list(zip(work, futures, strict=True))
+        for (handle, is_marker, _args), future in pairs:  # markers first: a job that ends at once keeps its own
             if is_marker:
                 handle.marker = future
-            else:
+        late = []
+        for (handle, is_marker, _args), future in pairs:
+            if not is_marker:
                 handle.future = future
             if handle.cancelling or handle.done:  # cancelled while it was on its way: its cancel saw no future
                 handle.marker = None
