@@ -178,6 +178,36 @@ def test_cap_is_never_exceeded_and_everything_finishes():
     ex.shutdown()
 
 
+def test_max_workers_lowered_takes_slots_away_as_they_come_back_and_raised_starts_at_once():
+    ex = Executor(max_workers=3)
+    gates = [threading.Event() for _ in range(6)]
+    tasks = [ex.submit(TaskSpec(CallRunner(g.wait, (30,)))) for g in gates]
+    try:
+        assert [t.status for t in tasks] == ["running"] * 3 + ["queued"] * 3
+        ex.set_max_workers(1)
+        for i in (0, 1):  # two of the three running end: their slots go away
+            gates[i].set()
+            tasks[i].wait(10)
+        assert ex.statistics().running == 1
+        assert [t.status for t in tasks[2:]] == ["running", "queued", "queued", "queued"]
+        gates[2].set()  # the one slot left passes to the next queued task, and only to it
+        tasks[2].wait(10)
+        assert [t.status for t in tasks[3:]] == ["running", "queued", "queued"]
+        assert ex.statistics().running == 1
+        ex.set_max_workers(3)  # the new slots are filled before it returns
+        assert [t.status for t in tasks[3:]] == ["running"] * 3
+        assert ex.statistics().running == 3
+        for g in gates:
+            g.set()
+        ex.wait(tasks, timeout=10)
+        assert all(t.status == "succeeded" for t in tasks)
+        assert ex.statistics().running == 0
+    finally:
+        for g in gates:
+            g.set()
+        ex.shutdown()
+
+
 def test_reject_policy():
     ex = Executor(max_workers=1, queue_policy="reject")
     t = ex.submit(bash("sleep 5"))

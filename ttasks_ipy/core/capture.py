@@ -1,6 +1,8 @@
 """Per-thread output capture: ``sys.stdout``/``sys.stderr`` writes from a task's thread go to that task.
 
-``install()`` puts a router in front of both streams (idempotent, counted);
+``install()`` puts a router in front of both streams (idempotent, counted per
+thread: a thread's nested installs cost no lock, so a pool thread that holds
+one for its life makes its tasks' own installs free);
 ``route(ctx)`` sends the calling thread's writes to the task's output until
 the block ends. Writes from any other thread go where they went before. What
 a thread cannot capture: writes to the file descriptors themselves (C code,
@@ -73,6 +75,10 @@ class _Router:
 
 def install() -> None:
     """Put routers in front of ``sys.stdout`` and ``sys.stderr`` (once; counted)."""
+    depth = getattr(_local, "depth", 0)
+    _local.depth = depth + 1
+    if depth:
+        return  # this thread holds the routers in place already
     global _installed
     with _lock:
         _installed += 1
@@ -92,6 +98,11 @@ def _router(name: str, original: Any) -> _Router:
 
 def uninstall() -> None:
     """Undo one ``install``; the last one restores the streams (if nobody replaced them since)."""
+    depth = getattr(_local, "depth", 0)
+    if depth > 1:
+        _local.depth = depth - 1
+        return
+    _local.depth = 0  # (an install made on another thread is undone here too)
     global _installed
     with _lock:
         _installed = max(0, _installed - 1)
@@ -186,7 +197,9 @@ class _Coalescer:
         self.armed = False
         services = getattr(ctx, "services", None)
         self.timers = getattr(services, "timers", None)
-        self.lock = threading.RLock()  # a subscriber on this thread may print while a piece goes out
+        #: made by the writer for its first piece (a block that writes nothing needs none); an RLock,
+        #: since a subscriber on this thread may print while a piece goes out
+        self.lock: Any = None
 
     def write(self, stream: str, text: str) -> None:
         """Add ``text`` to ``stream`` (the router's inlined path, for other writers on the block's thread)."""
@@ -202,13 +215,14 @@ class _Coalescer:
 
     def switch(self, stream: str) -> None:
         """The writer turns to ``stream``: what the other stream holds goes out first."""
-        with self.lock:
+        with self._lock():
             self._drain()
             self.stream = sys.intern(stream)
 
     def arm(self) -> None:
         """Flush ``DELAY`` seconds from now (on the timer thread)."""
         self.armed = True
+        self._lock()  # before the timer thread can drain
         if self.timers is not None:
             self.timers.schedule(self.DELAY, self._on_timer)
 
@@ -218,8 +232,19 @@ class _Coalescer:
 
     def flush(self) -> None:
         """Hand everything pending to the task, in order."""
-        with self.lock:
+        lock = self.lock
+        if lock is None:
+            if not self.parts:
+                return  # nothing was written: nothing to hand over, nobody else drains
+            lock = self._lock()
+        with lock:
             self._drain()
+
+    def _lock(self) -> Any:
+        lock = self.lock
+        if lock is None:  # on the writer's thread, before any timer exists
+            lock = self.lock = threading.RLock()
+        return lock
 
     def _drain(self) -> None:
         parts = self.parts

@@ -1,18 +1,25 @@
 """The executor: worker slots, the queue, backends, timeouts, retries, stall detection, cancel.
 
-State of the scheduler, in prose: ``_running`` counts claimed worker slots,
-``_queue`` holds QUEUED tasks in arrival order (a cancelled one stays in it and
-is skipped when it comes up: no O(n) removal). A slot is reserved under
-``_lock`` and the task is then claimed outside it with the task's atomic
-"start unless cancelled" change (``Task.claim``). Each started attempt gets an
-``Attempt``: its ``JobEvents`` (the backend's one channel back) and the
-engine's facts about it (slot, timers, the backend's handle). An attempt ends
-in exactly one place, ``_settle``, whoever ends it (the backend's
-``finished``, a cancel, a timeout): publish the task's terminal event, stop
-the work if it still runs, free the slot once, wake waiters. The freed slot
-goes straight to the next queued task. Services and slotless runners
-(prompts) take no worker slot; services have their own limit. Timers
-(timeout, stall, kill deadline, retry backoff) run on one thread.
+State of the scheduler, in prose: ``_slots`` holds one token per free worker
+slot and ``_queue`` the QUEUED tasks in arrival order (a cancelled one stays
+in it and is skipped when it comes up: no O(n) removal). Both are deques,
+whose ``append`` and ``pop`` are atomic: starting and finishing tasks take no
+lock shared across tasks. Whoever adds a task to the queue or a token to the
+slots then fills (``_fill``): while a task waits, take a token, take a task,
+start it; a token taken when no task is left goes back and the loop looks
+again, so a task and a free slot never wait for each other. The task is
+claimed with its atomic "start unless cancelled" change (``Task.claim``),
+which also records the attempt on the task (``claimed_by``) for a cancel to
+find. Each started attempt gets an ``Attempt``: its ``JobEvents`` (the
+backend's one channel back) and the engine's facts about it (slot, timers,
+the backend's handle). An attempt ends in one of two places whoever ends it:
+``on_finished`` (the backend says the work ended) or ``_settle`` (a cancel,
+a timeout, a block): publish the task's terminal event, stop the work if it
+still runs, give the slot back once (``Attempt.give_back_slot``), wake
+waiters. Services and slotless runners (prompts) take no worker slot;
+services have their own limit. Timers (timeout, stall, kill deadline, retry
+backoff) run on one thread. ``_lock`` guards the rarer shared facts: names,
+services, the attempts still running after a cancel, the slot count.
 """
 from __future__ import annotations
 
@@ -64,8 +71,8 @@ class ExecutorStats:
 class Attempt(JobEvents):
     """One attempt of one task: the backend's channel back, and what the engine keeps about it."""
 
-    __slots__ = ("task", "number", "backend", "handle", "slot", "service", "timer", "last_activity",
-                 "ready_carry", "timed_out", "over", "stopped", "ended", "forget_later", "_ex")
+    __slots__ = ("task", "number", "backend", "handle", "service", "timer", "last_activity",
+                 "ready_carry", "timed_out", "over", "stopped", "ended", "forget_later", "_ex", "_slot")
 
     def __init__(self, ex: Executor, task: Task, number: int, backend: Backend, slot: bool) -> None:
         self._ex = ex
@@ -73,7 +80,7 @@ class Attempt(JobEvents):
         self.number = number
         self.backend = backend
         self.handle: JobHandle | None = None
-        self.slot = slot
+        self._slot: list[None] = [None] if slot else []  # the worker slot's token while it is held
         self.service = task.spec.service
         self.timer: Timer | None = None
         self.last_activity = 0.0
@@ -87,6 +94,19 @@ class Attempt(JobEvents):
         self.stopped = False
         #: True once the backend said the work ended
         self.ended = False
+
+    @property
+    def holds_slot(self) -> bool:
+        """True while the attempt's worker slot is not given back."""
+        return bool(self._slot)
+
+    def give_back_slot(self) -> bool:
+        """True for the one caller who gives the attempt's worker slot back (a list's pop is atomic)."""
+        try:
+            self._slot.pop()
+        except IndexError:
+            return False
+        return True
 
     # JobEvents: from the backend's threads
     def output(self, stream: str, text: str) -> None:
@@ -160,9 +180,10 @@ class Executor:
         self._by_name: dict[str, Task] = {}
         self._queue: collections.deque[Task] = collections.deque()
         self._finished_ids: collections.deque[int] = collections.deque()
-        self._running = 0
+        self._slots: collections.deque[None] = collections.deque([None] * self.max_workers)  # the free ones
+        self._slot_count = self.max_workers  # free slots and those held by attempts
+        self._slot_debt = 0  # slots to drop as they come back (max_workers lowered while they were held)
         self._services = 0
-        self._attempts: dict[int, Attempt] = {}  # task id -> its current attempt
         self._lingering: set[Attempt] = set()  # stopped thread attempts whose code still runs
         self._after_wait: list[Callable[[list[Task]], None]] = []
         self._closed = False
@@ -242,7 +263,7 @@ class Executor:
                     f"{self._services} services are running (max_services={self.max_services}): cancel one first"
                 )
             if (not (hold or after) and not spec.service and spec.runner.needs_worker_slot
-                    and self.queue_policy == "reject" and self._running >= self.max_workers):
+                    and self.queue_policy == "reject" and not self._slots):
                 raise QueueFull(
                     f"all {self.max_workers} workers are busy and queue_policy is 'reject': "
                     "wait, cancel a task, or raise max_workers"
@@ -336,35 +357,44 @@ class Executor:
         elif not spec.runner.needs_worker_slot:
             self._start(task, slot=False)  # bounded by the runner itself (prompts: a semaphore)
         else:
-            self._queue_and_fill(task)
+            self._queue.append(task)
+            self._fill()
 
-    def _queue_and_fill(self, task: Task | None) -> None:
-        with self._lock:
-            if task is not None:
-                self._queue.append(task)
-            to_start = self._take_queued_locked()
-        for t in to_start:
-            self._start(t, slot=True)
-
-    def _take_queued_locked(self) -> list[Task]:
-        """Reserve a slot for each queued task that can start now (under ``_lock``); start them after."""
-        to_start = []
-        queue = self._queue
-        while queue and self._running < self.max_workers:
-            t = queue.popleft()
-            if t.state is not _QUEUED:
+    def _fill(self) -> None:
+        """Start queued tasks while a slot is free (see the module docstring); no lock."""
+        queue, slots = self._queue, self._slots
+        while queue:
+            try:
+                slots.pop()
+            except IndexError:
+                return  # no free slot: whoever gives one back fills
+            task = None
+            while task is None:
+                try:
+                    t = queue.popleft()
+                except IndexError:
+                    break
+                if t.state is _QUEUED:
+                    task = t
+            if task is None:  # others took them: the token goes back and the queue is looked at again
+                self._give_slot()
                 continue
-            self._running += 1
-            to_start.append(t)
-        return to_start
+            self._start(task, slot=True)
+
+    def _give_slot(self) -> None:
+        if self._slot_debt:  # max_workers was lowered while this slot was held: it goes away
+            with self._lock:
+                if self._slot_debt:
+                    self._slot_debt -= 1
+                    self._slot_count -= 1
+                    return
+        self._slots.append(None)
 
     def _start(self, task: Task, *, slot: bool) -> None:
         spec = task.spec
         backend = self._backends[spec.backend]
         attempt = Attempt(self, task, task.attempt + 1, backend, slot)
-        with self._lock:  # known before the claim: a cancel landing after it settles this very attempt
-            self._attempts[task.id] = attempt
-        ev = task.claim()
+        ev = task.claim(attempt)  # a cancel landing after the claim finds and settles this very attempt
         if ev is None:  # cancelled (or blocked) while queued
             self._free(attempt, forget=True)  # the slot or service place, once
             return
@@ -447,8 +477,7 @@ class Executor:
                 attempt.timer.cancel()
         published = task.publish_in_order(ev, self.bus.publish)
         if attempt is not None:
-            with self._lock:
-                running = self._attempts.get(task.id) is attempt
+            running = task.claimed_by is attempt
             if running and not attempt.stopped and not attempt.ended:
                 self._stop(attempt)
             if published:  # else the end waits for the STARTED being published, and _start frees after both
@@ -482,37 +511,42 @@ class Executor:
         return True
 
     def _free(self, attempt: Attempt, *, forget: bool = False, slot: bool = True) -> None:
-        """Give back the attempt's worker slot (to the next queued task) or service place, once.
+        """Give back the attempt's worker slot (then fill it from the queue) or service place, once.
 
         ``forget``: the attempt's work ended, so it is no longer the task's running attempt either.
         ``slot=False``: only that (the slot goes back with the published end, by whoever published it).
         """
-        tid = attempt.task.id
-        with self._lock:
-            if forget:
-                self._lingering.discard(attempt)
-                if not slot and (attempt.slot or attempt.service):
+        if forget and not slot:  # an end that lost a race (or never ran): the winner gives the slot back
+            with self._lock:
+                if attempt.holds_slot or attempt.service:
                     # still held: whoever gives it back forgets it then (a cancel may yet look the attempt up)
                     attempt.forget_later = True
-                elif self._attempts.get(tid) is attempt:
-                    del self._attempts[tid]
-            if not slot:
-                return
-            if attempt.forget_later:
+                    return
+            self._forget(attempt)
+            return
+        if forget:
+            self._forget(attempt)
+        else:
+            with self._lock:  # read after the loser's locked look at the slot (above)
+                later = attempt.forget_later
+            if later:
+                self._forget(attempt)
+        if attempt.give_back_slot():
+            self._give_slot()
+            self._fill()
+        elif attempt.service:
+            with self._lock:
+                if not attempt.service:
+                    return
+                attempt.service = False
+                self._services = max(0, self._services - 1)
+
+    def _forget(self, attempt: Attempt) -> None:
+        """The attempt's work ended: no longer the task's running attempt, nor a lingering one."""
+        attempt.task.let_go(attempt)
+        if attempt.stopped:  # `stopped` is set before _stop looks at `ended` under the lock (see _stop)
+            with self._lock:
                 self._lingering.discard(attempt)
-                if self._attempts.get(tid) is attempt:
-                    del self._attempts[tid]
-            if attempt.slot:
-                attempt.slot = False
-                self._running -= 1
-                to_start = self._take_queued_locked()
-            else:
-                if attempt.service:
-                    attempt.service = False
-                    self._services = max(0, self._services - 1)
-                return
-        for t in to_start:
-            self._start(t, slot=True)
 
     def _stop(self, attempt: Attempt) -> None:
         """Ask the backend to stop the attempt's work; returns at once."""
@@ -525,8 +559,10 @@ class Executor:
         except Exception:
             log.exception("stopping task %s failed", attempt.task.label)
         if attempt.task.kind == "python" and not attempt.backend.remote:
-            with self._lock:  # `ended` is set before its _free takes the lock: one of the two sees the other
-                if self._attempts.get(attempt.task.id) is attempt and not attempt.ended:
+            # `ended` is set before _forget reads `stopped`, and `stopped` above before `ended` is read
+            # here: either _forget sees `stopped` and discards under the lock, or this sees `ended`
+            with self._lock:
+                if not attempt.ended:
                     self._lingering.add(attempt)
 
     # ---- output, progress, stall, ready --------------------------------
@@ -593,9 +629,7 @@ class Executor:
         ev = task.cancel_now(reason)
         if ev is None:
             return False
-        with self._lock:
-            attempt = self._attempts.get(task.id)
-        self._settle(task, ev, attempt)
+        self._settle(task, ev, task.claimed_by)  # read after the change: a claim before it is seen
         return True
 
     def _timed_out(self, attempt: Attempt) -> None:
@@ -683,7 +717,7 @@ class Executor:
         """A frozen snapshot of the load."""
         with self._lock:
             return ExecutorStats(
-                running=self._running,
+                running=self._slot_count - len(self._slots),
                 queued=sum(1 for t in self._queue if t.state is _QUEUED),
                 services=self._services,
                 lingering=len(self._lingering),
@@ -699,8 +733,26 @@ class Executor:
         """Change the worker cap; queued tasks start at once if it grew."""
         if not isinstance(n, int) or n < 1:
             raise SpecError(f"max_workers must be a whole number >= 1, not {n!r}")
-        self.max_workers = n
-        self._queue_and_fill(None)
+        with self._lock:
+            more = n - self.max_workers
+            self.max_workers = n
+            if more > 0:
+                paid = min(more, self._slot_debt)  # slots still due to go away stay instead
+                self._slot_debt -= paid
+                more -= paid
+                self._slot_count += more
+                self._slots.extend([None] * more)
+            else:
+                fewer = -more
+                while fewer:
+                    try:
+                        self._slots.pop()
+                    except IndexError:
+                        break  # the rest are held: they go away as they come back
+                    fewer -= 1
+                    self._slot_count -= 1
+                self._slot_debt += fewer
+        self._fill()
 
     # ---- ending --------------------------------------------------------
     def cancel_all(self, reason: str = "cancelled") -> int:
@@ -712,8 +764,7 @@ class Executor:
         if self._closed:
             return
         self._closed = True
-        with self._lock:
-            pids = [t.pid for t in (a.task for a in self._attempts.values()) if t.pid]
+        pids = [t.pid for t in self.tasks() if t.claimed_by is not None and t.pid]
         self.cancel_all("kernel shutdown")
         from .procs import kill_tree_now
 

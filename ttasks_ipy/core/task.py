@@ -108,6 +108,8 @@ class Task:
         self._notify_held = False
         self._record: TaskRecord | None = None
         self._description: str | None = None
+        #: the executor's own object for the attempt that claimed the task (opaque here), until it lets go
+        self.claimed_by: Any = None
 
     # ---- reading -------------------------------------------------------
     @property
@@ -238,10 +240,12 @@ class Task:
                 return None
             return self._change(TaskState.QUEUED, {})
 
-    def claim(self) -> TaskEvent | None:
+    def claim(self, by: Any = None) -> TaskEvent | None:
         """QUEUED -> RUNNING unless cancelled meanwhile: starts attempt ``attempt + 1``.
 
-        The STARTED event returned must be published with ``publish_in_order``;
+        ``by`` (the executor's object for the attempt) becomes ``claimed_by`` in
+        the same step, so whoever changes the state next finds it there. The
+        STARTED event returned must be published with ``publish_in_order``;
         until then, events of other changes are held back.
         """
         with self._lock:
@@ -249,7 +253,14 @@ class Task:
                 return None  # cancelled or blocked while it waited: a lost race
             ev = self._change(_RUNNING, {})  # from any other state than QUEUED: InvalidTransition
             self._starting = True
+            self.claimed_by = by
             return ev
+
+    def let_go(self, by: Any) -> None:
+        """``by`` is done with the task: ``claimed_by`` is cleared unless a later claim replaced it."""
+        with self._lock:
+            if self.claimed_by is by:
+                self.claimed_by = None
 
     def finish(
         self,
