@@ -416,10 +416,12 @@ class Executor:
             runner = spec.runner
             job = Job(runner.resolve(), task.label, task.id, attempt.number, task.output_buffer, self,
                       runner.after_tasks, runner.has_dependents)
-            attempt.handle = backend.submit(job, attempt)
+            handle = backend.submit(job, attempt)
         except Exception as e:  # the backend could not take it (e.g. a runner that cannot be sent)
             attempt.finished(error=e)
             return
+        if not attempt.ended:  # (a job that ended inside submit leaves no handle: no cycle through its context)
+            attempt.handle = handle
         if attempt.over and not attempt.stopped and not attempt.ended:
             # cancelled while the backend took it: the cancel could not reach the handle yet
             self._stop(attempt)
@@ -429,6 +431,7 @@ class Executor:
         """The backend says the attempt ended (``JobEvents.finished``); settles the task unless it lost a race."""
         task = attempt.task
         attempt.ended = True
+        attempt.handle = None  # the backend's handle refers back to the attempt: freed without the collector
         timer = attempt.timer
         if timer is not None:
             timer.cancel()

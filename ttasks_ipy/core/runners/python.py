@@ -246,6 +246,7 @@ class Interruptible:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         self._unregister()
+        self._unregister = None  # (it holds this guard's own method: no cycle left for the collector)
         with self.lock:
             self.inside = False
             sent = self.sent
