@@ -19,6 +19,7 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..core import TaskError
+from ..syntax.runners import elsewhere  # exported here too: how a runner is marked for the cluster
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -56,12 +57,6 @@ class DaskLink:
         if local or service or self.config.backend != "dask":
             return "thread"
         return "dask"
-
-    def runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
-        """A runner for ``body`` on a Dask worker (inputs pickled now: one line names a value that cannot go)."""
-        from ..core.runners.portable import PortablePython
-
-        return elsewhere(PortablePython(body, bound, first_line=first_line))
 
     # ---- the backend ----------------------------------------------------
     def backend(self) -> Any:
@@ -128,12 +123,6 @@ class DaskLink:
             self._backend = None
         for b in backends:
             self._close(b)
-
-
-def elsewhere(runner: Any) -> Any:
-    """Mark ``runner`` as one that waits on a cluster here: it takes no local worker slot (the cluster queues it)."""
-    runner.needs_worker_slot = False
-    return runner
 
 
 def _connected_line(backend: Any, address: str) -> str:

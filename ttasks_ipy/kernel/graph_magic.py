@@ -110,11 +110,9 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any],
                 f"cancel it ({name}.cancel()), "
                 "wait for it, or run this cell with --replace"
             )
-        remote = _remote(session, args)
         nodes = compile_graph(
             name, cell, user_ns, first_line=2, grace=None,  # the session's grace when the task ends
-            make_prompt=_factory(session, "prompt_runner"), make_process=_factory(session, "process_runner"),
-            remote=remote, make_remote=session.dask.runner if remote else None,
+            hooks=session, dask=_on_dask(session, args),
         )
         if any(n.backend == "dask" for n in nodes):
             session.dask.ensure("%%bgraph")
@@ -138,21 +136,14 @@ def bgraph(session: Any, line: str, cell: str, user_ns: dict[str, Any],
     return graph
 
 
-def _remote(session: Any, args: argparse.Namespace) -> str | None:
-    """The cluster backend the graph's Python and bash tasks go to, or None (here)."""
+def _on_dask(session: Any, args: argparse.Namespace) -> bool:
+    """Whether the graph's Python and bash tasks go to the Dask cluster (else they run here)."""
     dask_link = getattr(session, "dask", None)
     if dask_link is None:
         if args.dask:
             raise UsageError("%%bgraph: --dask needs a session with Dask set up")
-        return None
-    where = dask_link.choose("%%bgraph", "python", dask=args.dask, local=args.local)
-    return "dask" if where == "dask" else None
-
-
-def _factory(session: Any, attr: str) -> Any:
-    """The session's ``prompt_runner``/``process_runner`` hook, if it has one."""
-    fn = getattr(session, attr, None)
-    return fn if callable(fn) else None
+        return False
+    return bool(dask_link.choose("%%bgraph", "python", dask=args.dask, local=args.local) == "dask")
 
 
 def _dispatch(graph: str, node: GraphNode, user_ns: dict[str, Any]) -> Dispatch:

@@ -11,21 +11,21 @@ from __future__ import annotations
 import argparse
 import shlex
 import time
-from typing import Any
+from typing import Any, cast
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, kwds, magic_arguments
 
-from ..core import BashRunner, PythonRunner, SpecError, Task, TaskSpec, WaitTimeout, bind, compile_body
+from ..core import SpecError, Task, TaskSpec, WaitTimeout, compile_body
 from ..core.errors import QueueFull, TaskError
 from ..core.graph import GraphRun
 from ..syntax import numbers
 from ..syntax.comments import strip_comment
 from ..syntax.expand import expand_shell, expand_text, split_options
+from ..syntax.runners import BodyKind, Place, command_cwd, command_env, make_runner
 from ..views import text
 from ..views.facts import NO_FACTS
-from .dask_link import elsewhere
 from .dispatch import Dispatch
 from .graph_magic import find_in_graphs
 from .readiness import awaits_ready, wait_ready
@@ -258,8 +258,7 @@ class BgMagics(Magics):
             command = body[1:].strip()
             if not command:
                 raise UsageError("%bg: empty command after '!'")
-            runner = self._command_runner(args, expand_shell(command, ns), ns)
-            spec = self._spec(args, runner, name)
+            spec = self._command_spec(args, expand_shell(command, ns), name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif body.startswith("?") or args.prompt:
             text_ = body[1:] if body.startswith("?") and not args.prompt else body
@@ -272,8 +271,7 @@ class BgMagics(Magics):
                     f"%bg: -o {out} takes the value of an expression, but the body is a statement: "
                     "drop -o (assigned names are delivered) or give an expression"
                 )
-            runner = self._python_runner(args, pybody, ns)
-            spec = self._spec(args, runner, name)
+            spec = self._spec(args, "python", pybody, name)
             targets = [out] if out else ([] if pybody.is_expression else list(pybody.assigns))
             plan = Dispatch(out=out, expression=pybody.is_expression).remember_targets(targets, ns)
         return self._submit(spec, args, plan)
@@ -286,8 +284,7 @@ class BgMagics(Magics):
         if args.bash:
             if args.names:
                 raise UsageError("%%bg --bash: --names goes with Python cells; a script delivers its result with -o")
-            runner = self._command_runner(args, cell, ns)
-            spec = self._spec(args, runner, name)
+            spec = self._command_spec(args, cell, name)
             plan = Dispatch(out=out, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         elif args.prompt:
             if args.names:
@@ -313,8 +310,7 @@ class BgMagics(Magics):
                             f"%%bg: --names {n}: the cell never assigns {n} "
                             f"(it assigns: {', '.join(pybody.assigns) or 'nothing'})"
                         )
-            runner = self._python_runner(args, pybody, ns)
-            spec = self._spec(args, runner, name)
+            spec = self._spec(args, "python", pybody, name)
             targets = [out] if out else ([] if pybody.is_expression else list(names or pybody.assigns))
             plan = Dispatch(out=out, expression=pybody.is_expression, names=None if names is None else tuple(names))
             plan.remember_targets(targets, ns)
@@ -333,40 +329,34 @@ class BgMagics(Magics):
         prompt = expand_text(template, ns, dollar=False).strip()
         if not prompt:
             raise UsageError("%bg: the prompt is empty: write the question after '?'")
-        from ..core.runners.prompt import PromptRunner
-
-        runner = PromptRunner(prompt, self.session.prompt_settings(), model=args.model, system=args.system)
-        spec = self._spec(args, runner, name)
+        spec = self._spec(args, "prompt", prompt, name)
         if spec.timeout is None:
             spec.timeout = self.session.config.llm_timeout
         plan = Dispatch(out=out, expression=True, keeps_failed_result=True).remember_targets([out] if out else [], ns)
         return spec, plan
 
-    def _command_runner(self, args: argparse.Namespace, command: str, ns: dict[str, Any]) -> Any:
-        """A command's runner: in the kernel's care, or detached (``--detach``) to outlive it."""
-        if not args.detach:
-            return BashRunner(command, env=self._env(args, ns), cwd=self._cwd(args, ns))
-        for opt, given in (("--service", args.service), ("--ready", args.ready), ("--stall", args.stall),
-                           ("--retries", args.retries)):
-            if given:
-                raise UsageError(f"%bg: {opt} does not go with --detach (a detached command runs once, on its own)")
-        return self.session.ledger.detached_runner(command, self._env(args, ns), self._cwd(args, ns))
+    def _command_spec(self, args: argparse.Namespace, command: str, name: str | None) -> TaskSpec:
+        """A command's spec: in the kernel's care, or detached (``--detach``) to outlive it."""
+        if args.detach:
+            for opt, given in (("--service", args.service), ("--ready", args.ready), ("--stall", args.stall),
+                               ("--retries", args.retries)):
+                if given:
+                    raise UsageError(f"%bg: {opt} does not go with --detach (a detached command runs once, on its own)")
+        ns = self.shell.user_ns
+        return self._spec(args, "bash", command, name, env=command_env(args.env, ns), cwd=command_cwd(args.cwd, ns))
 
-    def _python_runner(self, args: argparse.Namespace, pybody: Any, ns: dict[str, Any]) -> Any:
-        if args.process:
-            return self.session.process_runner(pybody, bind(pybody, ns))
-        if self._backend(args, "python") == "dask":
-            return self.session.dask.runner(pybody, bind(pybody, ns))
-        return PythonRunner(pybody, bind(pybody, ns), ns)
-
-    def _spec(self, args: argparse.Namespace, runner: Any, name: str | None) -> TaskSpec:
+    def _spec(self, args: argparse.Namespace, kind: BodyKind, body: Any, name: str | None, *,
+              env: dict[str, str] | None = None, cwd: str | None = None) -> TaskSpec:
+        """Check the options for a body of ``kind``, build its runner where it runs, and its spec."""
         if args.ready and not args.service:
             raise UsageError("%bg: --ready goes with --service")
-        _refuse_misplaced(args, runner.kind)
-        backend = self._backend(args, runner.kind)
+        _refuse_misplaced(args, kind)
+        backend = self._backend(args, kind)
+        place = cast(Place, "detached" if args.detach else backend)
+        runner = make_runner(kind, body, place, hooks=self.session, namespace=self.shell.user_ns,
+                             env=env, cwd=cwd, model=args.model, system=args.system)
         if backend == "dask":
             self.session.dask.ensure("%bg")
-            elsewhere(runner)
         return TaskSpec(
             runner,
             name=name,
@@ -407,28 +397,6 @@ class BgMagics(Magics):
         if out is not None and not out.isidentifier():
             raise UsageError(f"%bg: -o {out!r}: the target must be a Python name")
         return name, out
-
-    def _env(self, args: argparse.Namespace, ns: dict[str, Any]) -> dict[str, str]:
-        env = {}
-        for item in args.env:
-            key, eq, expr = item.partition("=")
-            if not eq or not key.isidentifier():
-                raise UsageError(f"%bg: --env {item!r}: write NAME=expression")
-            try:
-                env[key] = str(eval(expr, ns))  # noqa: S307 - the user's own expression
-            except Exception as e:
-                raise UsageError(f"%bg: --env {key}={expr}: {type(e).__name__}: {e}") from None
-        return env
-
-    def _cwd(self, args: argparse.Namespace, ns: dict[str, Any]) -> str | None:
-        if not args.cwd:
-            return None
-        import os
-
-        cwd = os.path.expanduser(expand_text(args.cwd, ns))
-        if not os.path.isdir(cwd):
-            raise UsageError(f"%bg: --cwd {cwd!r} is not a directory")
-        return cwd
 
     @staticmethod
     def _refuse_command_options(args: argparse.Namespace) -> None:

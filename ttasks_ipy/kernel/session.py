@@ -12,9 +12,9 @@ import logging
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..core import EventKind, Executor, Task, TaskEvent, TaskSpec, TaskState
+from ..core import EventKind, Executor, Runner, Task, TaskEvent, TaskSpec, TaskState
 from ..core.runners.python import CallRunner
 from ..views import text
 from ..views.notices import Notice, group_line
@@ -22,6 +22,9 @@ from .config import TTasks
 from .delivery import Delivery, Inbox, Item
 from .dispatch import Dispatch, Dispatches
 from .displays import OwnDisplays
+
+if TYPE_CHECKING:
+    from ..core.runners.prompt import PromptSettings
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -35,7 +38,11 @@ _FINAL = (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.
 
 
 class Session:
-    """Background tasks of one IPython shell."""
+    """Background tasks of one IPython shell.
+
+    It is the ``syntax.runners.RunnerHooks`` of the magics: ``prompt_settings()``,
+    ``worker_pool()`` and ``detached_runner(...)`` are what building a runner needs from it.
+    """
 
     def __init__(self, shell: Any, config: TTasks) -> None:
         self.shell = shell
@@ -136,7 +143,7 @@ class Session:
         """Make ``task`` this session's: its events reach the inbox and ``dispatch`` says what to deliver."""
         self.dispatches.add(task, dispatch)
 
-    def prompt_settings(self) -> Any:
+    def prompt_settings(self) -> PromptSettings:
         """LLM settings from the config, falling back to OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL."""
         from ..core.runners.prompt import PromptSettings
 
@@ -168,6 +175,10 @@ class Session:
             )
             self.executor.add_backend(ProcessBackend(self._pool))
         return self._pool
+
+    def detached_runner(self, command: str, env: dict[str, str], cwd: str | None) -> Runner:
+        """The runner of ``%bg --detach !command``: the ledger's, so that a later kernel finds it again."""
+        return self.ledger.detached_runner(command, env, cwd)
 
     def wait(self, tasks: list[Task], timeout: float | None = None, return_when: str = "all") -> list[Task]:
         """Wait for ``tasks`` (bounded); delivers what it waited for when on the main thread."""
@@ -279,19 +290,6 @@ class Session:
             self._schedule_idle_drain()
 
         graph.add_run_listener(done)
-
-    def prompt_runner(self, text: Any, model: str | None) -> Any:
-        """A prompt runner with the session's settings (a graph task's ``text`` is a template filled in at run time)."""
-        from ..core.runners.prompt import PromptRunner
-
-        return PromptRunner(text, self.prompt_settings(), model=model)
-
-    def process_runner(self, body: Any, bound: Any, first_line: int | None = None) -> Any:
-        """A runner for ``body`` in one of the session's worker processes (a spec with ``backend='process'``)."""
-        from ..core.runners.portable import PortablePython
-
-        self.worker_pool()
-        return PortablePython(body, bound, first_line=first_line)
 
     def _show(self, obj: Any, notice: Notice, at_boundary: bool) -> None:
         """Report one delivered thing: update its own display, and say its notice where it belongs."""

@@ -11,9 +11,9 @@ it, ``#`` lines included. At task-line indentation, ``#`` lines and blank
 lines are ignored. To write a Python block, start the body on the next line.
 
 ``parse_graph`` reads the text (pure: no namespace), ``build_nodes`` turns the
-lines into ``GraphNode``s whose runners are built when each task is released,
-and ``compile_graph`` does both. Every bad input raises a one-line
-``SpecError`` that names the cell line; nothing runs.
+lines into ``GraphNode``s whose runners are built (by ``runners.make_runner``)
+when each task is released, and ``compile_graph`` does both. Every bad input
+raises a one-line ``SpecError`` that names the cell line; nothing runs.
 
 Values reach bodies at run time: Python bodies see ``upstream`` (their direct
 dependencies' results) besides the names they read, which are bound at
@@ -33,18 +33,18 @@ import re
 import textwrap
 from collections import ChainMap
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import SpecError
 from ..core.fields import Template as FilledText
 from ..core.graph import RESERVED_NAMES, GraphNode, Upstream, check_graph
 from ..core.names import check_name
-from ..core.runners.bash import BashRunner
-from ..core.runners.python import PyBody, PythonRunner, bind, compile_body
+from ..core.runners.python import PyBody, bind, compile_body
 from ..core.spec import Runner
 from . import numbers
 from .expand import bind_prompt, expand_shell
+from .runners import Place, RunnerHooks, make_runner
 from .template import Template
 
 _NAME = re.compile(r"[A-Za-z_]\w*")
@@ -313,53 +313,53 @@ def build_nodes(
     namespace: Mapping[str, Any],
     *,
     graph: str,
-    grace: float = 2.0,
+    grace: float | None = 2.0,
+    hooks: RunnerHooks | None = None,
+    dask: bool = False,
     make_prompt: PromptFactory | None = None,
     make_process: ProcessFactory | None = None,
-    remote: str | None = None,
-    make_remote: ProcessFactory | None = None,
 ) -> list[GraphNode]:
     """Compile each task's body and give it a runner factory.
 
-    ``remote`` names the backend (a cluster's) that Python and bash tasks go
-    to unless their line says ``local`` or ``process``; ``make_remote`` builds
-    their Python runners (as ``make_process``). Tasks sent there take no local
-    worker slot (the cluster queues them).
+    Runners are made by ``runners.make_runner``; ``hooks`` gives it the
+    kernel's live objects (prompts, worker processes). ``make_prompt`` and
+    ``make_process``, when given, make the runners of prompt tasks and of
+    ``process`` tasks instead. With ``dask``, Python and bash tasks go to the
+    Dask cluster unless their line says ``local`` or ``process`` (they take no
+    local worker slot: the cluster queues them).
 
     Python bodies are compiled now (a syntax error names the cell line) and
     the names they read are bound from ``namespace`` now; ``upstream`` is
-    added when the task is released. Without ``make_prompt`` a ``?`` task, and
-    without ``make_process`` a ``process`` task, is refused here; with them,
-    each is called once now as a check (a ``SpecError`` it raises, such as no
-    LLM backend or an input that cannot be pickled, is refused here too). Each node's
-    ``meta`` says ``source``, ``line``, ``expression`` and ``assigns`` (Python).
+    added when the task is released. Without a way to make them (``hooks``
+    or the factory) a ``?`` task or a ``process`` task is refused here; with
+    one, each is made once now as a check (a ``SpecError`` it raises, such as
+    no LLM backend or an input that cannot be pickled, is refused here too).
+    Each node's ``meta`` says ``source``, ``line``, ``expression`` and
+    ``assigns`` (Python).
     """
+    if hooks is not None:
+        make_prompt = make_prompt or _prompt_maker(hooks)
+        make_process = make_process or _maker("process", hooks)
     nodes = []
     for t in tasks:
         meta: dict[str, Any] = {"source": t.source, "line": t.line}
-        backend = "process" if t.process else "thread"
-        away = remote is not None and not t.local and not t.process and t.kind in ("python", "bash")
+        place: Place = "process" if t.process else "thread"
+        if dask and not t.local and not t.process and t.kind in ("python", "bash"):
+            place = "dask"
         if t.kind == "python":
-            if away:
-                if make_remote is None:
-                    raise _fail(t.line, f"task {t.name}: {remote} needs a runner factory, which is not set up here")
-                factory, body = _python(replace(t, process=True), namespace, graph, make_remote)
-            else:
-                factory, body = _python(t, namespace, graph, make_process)
+            factory, body = _python(t, namespace, graph, place, make_process)
             meta.update(expression=body.is_expression, assigns=list(body.assigns))
         elif t.kind == "bash":
-            factory = _bash(t, namespace, grace)
+            factory = _bash(t, namespace, place, grace)
         else:
             if make_prompt is None:
                 raise _fail(t.line, f"task {t.name}: prompt tasks (?) need an LLM backend, which is not set up here")
             factory = _prompt(t, namespace, make_prompt)
-        if away:
-            backend, factory = str(remote), _elsewhere(factory)
         first = t.source.strip().splitlines()[0]
         nodes.append(GraphNode(
             t.name, factory, deps=t.deps, finally_=t.finally_, optional=t.optional, kind=t.kind,
             timeout=t.timeout, retries=t.retries, stall=t.stall, line=t.line, meta=meta,
-            backend=backend, describe=first + (" …" if t.multiline else ""),
+            backend=place, describe=first + (" …" if t.multiline else ""),
         ))
     return nodes
 
@@ -370,33 +370,40 @@ def compile_graph(
     namespace: Mapping[str, Any],
     *,
     first_line: int = 2,
-    grace: float = 2.0,
+    grace: float | None = 2.0,
+    hooks: RunnerHooks | None = None,
+    dask: bool = False,
     make_prompt: PromptFactory | None = None,
     make_process: ProcessFactory | None = None,
-    remote: str | None = None,
-    make_remote: ProcessFactory | None = None,
 ) -> list[GraphNode]:
     """``parse_graph`` then ``build_nodes``: the nodes of graph ``name`` from its cell body."""
     check_name(name, "graph")
     return build_nodes(
-        parse_graph(cell, first_line=first_line), namespace, graph=name, grace=grace,
-        make_prompt=make_prompt, make_process=make_process, remote=remote, make_remote=make_remote,
+        parse_graph(cell, first_line=first_line), namespace, graph=name, grace=grace, hooks=hooks, dask=dask,
+        make_prompt=make_prompt, make_process=make_process,
     )
 
 
-def _elsewhere(factory: Callable[[Upstream], Runner]) -> Callable[[Upstream], Runner]:
-    """Runners of ``factory`` wait on a cluster here: they take no local worker slot."""
+def _prompt_maker(hooks: RunnerHooks) -> PromptFactory:
+    """Prompt runners made with the settings ``hooks`` give."""
 
-    def make(up: Upstream) -> Runner:
-        runner = factory(up)
-        runner.needs_worker_slot = False
-        return runner
+    def make(text: FilledText, model: str | None) -> Runner:
+        return make_runner("prompt", text, hooks=hooks, model=model)
+
+    return make
+
+
+def _maker(place: Place, hooks: RunnerHooks | None = None) -> ProcessFactory:
+    """Runners of Python bodies at ``place`` (another process: ``process`` or ``dask``)."""
+
+    def make(body: PyBody, bound: Mapping[str, Any], first_line: int) -> Runner:
+        return make_runner("python", body, place, hooks=hooks, bound=bound, first_line=first_line)
 
     return make
 
 
 def _python(
-    t: TaskLine, namespace: Mapping[str, Any], graph: str, make_process: ProcessFactory | None
+    t: TaskLine, namespace: Mapping[str, Any], graph: str, place: Place, make_process: ProcessFactory | None
 ) -> tuple[Callable[[Upstream], Runner], PyBody]:
     try:
         body = compile_body(t.body, f"<bgraph {graph}.{t.name}>", first_line=t.body_line)
@@ -411,33 +418,34 @@ def _python(
         raise _fail(t.line, f"task {t.name}: {msg}") from None
     _check_upstream(ast.parse(t.body), t, t.body_line)
     bound = {k: v for k, v in bind(body, namespace).items() if k != "upstream"}
-    if t.process:
-        if make_process is None:
-            raise _fail(t.line, f"task {t.name}: process needs worker processes, which are not set up here")
-        try:  # now, so a value that cannot go to a worker process is refused at dispatch
-            make_process(body, {**bound, "upstream": Upstream(t.name)}, t.body_line)
-        except SpecError as e:
-            raise _fail(t.line, f"task {t.name}: {e}") from None
+    if place == "thread":
+        def in_thread(up: Upstream) -> Runner:
+            return make_runner("python", body, namespace=namespace, bound={**bound, "upstream": up})
 
-        def in_process(up: Upstream) -> Runner:
-            return make_process(body, {**bound, "upstream": up}, t.body_line)
+        return in_thread, body
+    make = _maker("dask") if place == "dask" else make_process
+    if make is None:
+        raise _fail(t.line, f"task {t.name}: process needs worker processes, which are not set up here")
+    try:  # now, so a value that cannot go to another process is refused at dispatch
+        make(body, {**bound, "upstream": Upstream(t.name)}, t.body_line)
+    except SpecError as e:
+        raise _fail(t.line, f"task {t.name}: {e}") from None
 
-        return in_process, body
+    def away(up: Upstream) -> Runner:
+        return make(body, {**bound, "upstream": up}, t.body_line)
 
-    def in_thread(up: Upstream) -> Runner:
-        return PythonRunner(body, {**bound, "upstream": up}, namespace)
-
-    return in_thread, body
+    return away, body
 
 
-def _bash(t: TaskLine, namespace: Mapping[str, Any], grace: float) -> Callable[[Upstream], Runner]:
+def _bash(t: TaskLine, namespace: Mapping[str, Any], place: Place, grace: float | None) -> Callable[[Upstream], Runner]:
     if t.multiline:
         script = t.body
-        return lambda up: BashRunner(script, grace=grace)
+        return lambda up: make_runner("bash", script, place, grace=grace)
     template = Template(t.body.strip())
 
     def expanded(up: Upstream) -> Runner:
-        return BashRunner(expand_shell(template, ChainMap({"upstream": up.for_commands()}, namespace)), grace=grace)  # type: ignore[arg-type]
+        command = expand_shell(template, ChainMap({"upstream": up.for_commands()}, namespace))  # type: ignore[arg-type]
+        return make_runner("bash", command, place, grace=grace)
 
     return expanded
 
