@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .harness import Result, Stats, log
+from .harness import Result, Stats, log, settled
 
 WORKERS = 4
 
@@ -37,7 +37,7 @@ def _ours(shape: str, n: int) -> tuple[float, float]:
     from ttasks_ipy.core.graph import GraphRun
 
     nodes = _nodes(shape, n)
-    ex = Executor(max_workers=WORKERS)
+    ex = settled(Executor(max_workers=WORKERS))
     try:
         t0 = time.perf_counter()
         g = GraphRun(ex, "g", nodes)

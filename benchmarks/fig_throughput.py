@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-from .harness import Result, Stats, log, skipped
+from .harness import Result, Stats, log, settled, skipped
 
 WORKERS = 4
 
@@ -26,7 +26,7 @@ def sleep_1ms() -> None:
 def _ours_call(n: int) -> float:
     from ttasks_ipy.core import CallRunner, Executor, TaskSpec
 
-    ex = Executor(max_workers=WORKERS)
+    ex = settled(Executor(max_workers=WORKERS))
     try:
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(CallRunner(noop))) for _ in range(n)]
@@ -41,7 +41,7 @@ def _ours_python(n: int) -> float:
 
     body = compile_body("None", "<bench>")
     ns: dict = {}
-    ex = Executor(max_workers=WORKERS)
+    ex = settled(Executor(max_workers=WORKERS))
     try:
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(PythonRunner(body, {}, ns))) for _ in range(n)]
@@ -54,7 +54,7 @@ def _ours_python(n: int) -> float:
 def _ours_sync(n: int) -> float:
     from ttasks_ipy.core import CallRunner, Executor, SyncBackend, TaskSpec
 
-    ex = Executor(max_workers=WORKERS, backend=SyncBackend())
+    ex = settled(Executor(max_workers=WORKERS, backend=SyncBackend()))
     try:
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(CallRunner(noop))) for _ in range(n)]
@@ -108,7 +108,7 @@ def _wait_cost(n: int, mode: str) -> float:
     """``n`` tasks of 1 ms, waited for with ``Executor.wait`` or with done-callbacks (same executor)."""
     from ttasks_ipy.core import CallRunner, Executor, TaskSpec
 
-    ex = Executor(max_workers=WORKERS)
+    ex = settled(Executor(max_workers=WORKERS))
     try:
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(CallRunner(sleep_1ms))) for _ in range(n)]
@@ -136,7 +136,7 @@ def _wait_cost(n: int, mode: str) -> float:
 def _ours_bash(n: int) -> float:
     from ttasks_ipy.core import BashRunner, Executor, TaskSpec
 
-    ex = Executor(max_workers=WORKERS)
+    ex = settled(Executor(max_workers=WORKERS))
     try:
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(BashRunner("true"))) for _ in range(n)]

@@ -111,6 +111,36 @@ def interleave(fns: dict[str, Callable[[], float]], n: int, warmup: int = 1) -> 
 
 
 # ---- the machine -----------------------------------------------------------
+def settled(ex: Any, timeout: float = 5.0) -> Any:
+    """Return the executor ``ex`` once its helper processes (reaper, supervisor) have booted.
+
+    A new ``Executor`` starts two Python processes that take tens of
+    milliseconds of CPU to boot; on two cores that boot would fall inside a
+    short measurement. A kernel's executor lives for the session, so figures
+    that make one per repeat wait for this first: each helper is asleep and its
+    CPU time stopped growing (read from /proc; bounded by ``timeout``).
+    """
+    pids = [p for p in (ex.reaper.pid, ex.supervisor.pid) if p]
+    deadline = time.monotonic() + timeout
+
+    def cpu_and_state(pid: int) -> tuple[int, str]:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0, "gone"
+        return int(fields[11]) + int(fields[12]), fields[0]
+
+    last = [cpu_and_state(p) for p in pids]
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = [cpu_and_state(p) for p in pids]
+        if now == last and all(state in ("S", "gone") for _, state in now):
+            break
+        last = now
+    return ex
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     mem_gb = None
