@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 _local = threading.local()
@@ -129,28 +129,37 @@ def remove_hook(hook: Callable[[Any], contextlib.AbstractContextManager[Any]]) -
         _hooks.remove(hook)
 
 
-@contextlib.contextmanager
-def route(ctx: Any) -> Iterator[None]:
+class route:  # noqa: N801 - used as a function: ``with route(ctx):``
     """Send this thread's standard-stream writes to ``ctx.output`` inside the block (and enter the hooks)."""
-    previous = getattr(_local, "ctx", None), getattr(_local, "sink", None)
-    sink = _Coalescer(ctx)
-    _local.ctx, _local.sink = ctx, sink
-    try:
-        if not _hooks:
-            yield
-        else:
-            with contextlib.ExitStack() as stack:
-                for hook in list(_hooks):
-                    try:
-                        stack.enter_context(hook(ctx))
-                    except Exception:  # a broken hook must not stop the task
-                        import logging
 
-                        logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
-                yield
-    finally:
-        sink.flush()  # everything written reaches the task before it ends
-        _local.ctx, _local.sink = previous
+    __slots__ = ("ctx", "sink", "previous", "stack")
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> None:
+        self.previous = getattr(_local, "ctx", None), getattr(_local, "sink", None)
+        sink = self.sink = _Coalescer(self.ctx)
+        _local.ctx, _local.sink = self.ctx, sink
+        if _hooks:
+            stack = self.stack = contextlib.ExitStack()
+            for hook in list(_hooks):
+                try:
+                    stack.enter_context(hook(self.ctx))
+                except Exception:  # a broken hook must not stop the task
+                    import logging
+
+                    logging.getLogger("ttasks_ipy").exception("capture hook %r failed", hook)
+
+    def __exit__(self, *exc: Any) -> bool:
+        try:
+            if self.stack is not None:
+                return bool(self.stack.__exit__(*exc))
+            return False
+        finally:
+            self.sink.flush()  # everything written reaches the task before it ends
+            _local.ctx, _local.sink = self.previous
 
 
 def routed_context() -> Any:

@@ -90,10 +90,13 @@ class TaskSpec:
     def __post_init__(self) -> None:
         if self.name is not None:
             check_name(self.name, "task")
-        self.timeout = check_seconds("timeout", self.timeout)
-        self.stall = check_seconds("stall", self.stall)
-        self.backoff = check_seconds("backoff", self.backoff, allow_zero=True) or 0.0
-        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or not 0 <= self.retries <= 1000:
+        if self.timeout is not None:
+            self.timeout = check_seconds("timeout", self.timeout)
+        if self.stall is not None:
+            self.stall = check_seconds("stall", self.stall)
+        if self.backoff != 1.0 or self.backoff.__class__ is not float:  # (the default needs no check)
+            self.backoff = check_seconds("backoff", self.backoff, allow_zero=True) or 0.0
+        if self.retries.__class__ is not int or not 0 <= self.retries <= 1000:
             raise SpecError(f"retries must be a whole number from 0 to 1000, not {self.retries!r}")
         self.ready_pattern: re.Pattern[str] | None = None
         if self.ready is not None:
