@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from .harness import Result, Stats, log
+from .harness import Result, Stats, log, settled
 from .kernel import Kernel
 
 LINE = "benchmark output line 0123456789 abcdefghijklmnopqrstuvwxyz"
@@ -76,7 +76,7 @@ def _ours(nbytes: int, sample: bool) -> tuple[float, float, float]:
     from ttasks_ipy.core import BashRunner, Executor, TaskSpec
 
     gc.collect()
-    ex = Executor(max_workers=2)
+    ex = settled(Executor(max_workers=2))
     try:
         s = RssSampler(os.getpid()) if sample else None
         t0 = time.perf_counter()
@@ -109,7 +109,7 @@ def _print_flood(lines: int) -> tuple[float, float]:
         for i in range(lines):
             print("line", i, file=file)
 
-    ex = Executor(max_workers=2)
+    ex = settled(Executor(max_workers=2))
     try:
         t0 = time.perf_counter()
         t = ex.submit(TaskSpec(CallRunner(body)))

@@ -16,7 +16,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_local = threading.local()
+
+class _ThreadState(threading.local):
+    """This thread's routing: its task's context and sink (None outside a routed block), its install depth."""
+
+    ctx: Any = None
+    sink: Any = None
+    depth = 0
+
+
+_local = _ThreadState()
 _lock = threading.Lock()
 _installed = 0
 #: every router ever put in place, kept alive for good. ``print()`` before CPython 3.13 holds
@@ -36,23 +45,20 @@ class _Router:
         self._dirty = True
 
     def write(self, s: str) -> int:
-        sink = getattr(_local, "sink", None)
+        sink = _local.sink
         if sink is None:
             self._dirty = True
             return self._original.write(s)
         if s.__class__ is not str and not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        # the hot path of a printing task, inlined: one append, no lock (see _Coalescer)
+        # the hot path of a printing task, inlined: one append, no lock, one test (see _Coalescer)
+        if sink.stream is not self._name:
+            sink.switch(self._name)
+        sink.parts.append(s)
         n = len(s)
-        if n:
-            if sink.stream is not self._name:
-                sink.switch(self._name)
-            sink.parts.append(s)
-            sink.size += n
-            if sink.size >= sink.SIZE:
-                sink.flush()
-            elif not sink.armed:
-                sink.arm()
+        size = sink.size = sink.size + n
+        if size >= sink.limit:
+            sink.limit_reached()
         return n
 
     def writelines(self, lines: Any) -> None:
@@ -62,12 +68,12 @@ class _Router:
     def flush(self) -> None:
         # a flush of a kernel's stream waits for its I/O thread (about a millisecond, twice per
         # display()): skip it when nothing was written through this stream since the last one
-        if getattr(_local, "ctx", None) is None and self._dirty:
+        if _local.ctx is None and self._dirty:
             self._dirty = False
             self._original.flush()
 
     def isatty(self) -> bool:
-        return False if getattr(_local, "ctx", None) is not None else self._original.isatty()
+        return False if _local.ctx is not None else self._original.isatty()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
@@ -75,7 +81,7 @@ class _Router:
 
 def install() -> None:
     """Put routers in front of ``sys.stdout`` and ``sys.stderr`` (once; counted)."""
-    depth = getattr(_local, "depth", 0)
+    depth = _local.depth
     _local.depth = depth + 1
     if depth:
         return  # this thread holds the routers in place already
@@ -98,7 +104,7 @@ def _router(name: str, original: Any) -> _Router:
 
 def uninstall() -> None:
     """Undo one ``install``; the last one restores the streams (if nobody replaced them since)."""
-    depth = getattr(_local, "depth", 0)
+    depth = _local.depth
     if depth > 1:
         _local.depth = depth - 1
         return
@@ -139,7 +145,7 @@ class route:  # noqa: N801 - used as a function: ``with route(ctx):``
         self.stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> None:
-        self.previous = getattr(_local, "ctx", None), getattr(_local, "sink", None)
+        self.previous = _local.ctx, _local.sink
         sink = self.sink = _Coalescer(self.ctx)
         _local.ctx, _local.sink = self.ctx, sink
         if _hooks:
@@ -164,12 +170,12 @@ class route:  # noqa: N801 - used as a function: ``with route(ctx):``
 
 def routed_context() -> Any:
     """The context this thread's writes go to, or None."""
-    return getattr(_local, "ctx", None)
+    return _local.ctx
 
 
 def write(stream: str, text: str) -> bool:
     """Write ``text`` to this thread's task's ``stream``, in order with its prints; False if not routed."""
-    sink = getattr(_local, "sink", None)
+    sink = _local.sink
     if sink is None:
         return False
     sink.write(stream, text)
@@ -196,7 +202,7 @@ class _Coalescer:
     SIZE = 16_384
     DELAY = 0.05
 
-    __slots__ = ("ctx", "stream", "parts", "size", "armed", "timers", "lock")
+    __slots__ = ("ctx", "stream", "parts", "size", "armed", "limit", "timers", "lock")
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -204,6 +210,8 @@ class _Coalescer:
         self.parts: list[str] = []
         self.size = 0
         self.armed = False
+        #: the size at which a writer acts: 0 until a flush is armed (the first write arms it), then SIZE
+        self.limit = 0
         services = getattr(ctx, "services", None)
         self.timers = getattr(services, "timers", None)
         #: made by the writer for its first piece (a block that writes nothing needs none); an RLock,
@@ -217,10 +225,17 @@ class _Coalescer:
                 self.switch(stream)
             self.parts.append(text)
             self.size += len(text)
-            if self.size >= self.SIZE:
-                self.flush()
-            elif not self.armed:
-                self.arm()
+            if self.size >= self.limit:
+                self.limit_reached()
+
+    def limit_reached(self) -> None:
+        """A write took the pending size to ``limit``: arm the flush timer, or flush at ``SIZE``."""
+        if not self.size:
+            return  # empty writes: nothing to flush
+        if self.size >= self.SIZE:
+            self.flush()
+        elif not self.armed:
+            self.arm()
 
     def switch(self, stream: str) -> None:
         """The writer turns to ``stream``: what the other stream holds goes out first."""
@@ -231,12 +246,14 @@ class _Coalescer:
     def arm(self) -> None:
         """Flush ``DELAY`` seconds from now (on the timer thread)."""
         self.armed = True
+        self.limit = self.SIZE
         self._lock()  # before the timer thread can drain
         if self.timers is not None:
             self.timers.schedule(self.DELAY, self._on_timer)
 
     def _on_timer(self) -> None:
         self.armed = False
+        self.limit = 0
         self.flush()
 
     def flush(self) -> None:
