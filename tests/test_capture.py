@@ -80,3 +80,45 @@ def test_a_task_writing_both_streams_keeps_their_order_while_the_timer_flushes(t
     assert got == want
     assert len(pieces) < len(want) / 3, "writes were not coalesced"
     assert t.output_buffer.read("stdout") == "".join(text for s, text in want if s == "stdout")
+
+
+def test_the_streams_are_given_back_once_the_pool_threads_are_gone(tmp_path):
+    from helpers import wait_until
+
+    from ttasks_ipy.core import CallRunner, Executor, TaskSpec
+
+    before_out, before_err = sys.stdout, sys.stderr
+    ex = Executor(max_workers=2, output_dir=tmp_path)
+    try:
+        tasks = [ex.submit(TaskSpec(CallRunner(print, (f"task {i}",)))) for i in range(6)]
+        ex.wait(tasks, timeout=30)
+        assert [t.output for t in tasks] == [f"task {i}\n" for i in range(6)]
+        print("from the test")  # the main thread's own writes pass through to where they went before
+    finally:
+        ex.shutdown()
+    wait_until(lambda: sys.stdout is before_out and sys.stderr is before_err, 10, "the streams given back")
+
+
+def test_empty_writes_in_a_task_neither_reorder_nor_add_output(tmp_path):
+    from helpers import Recorder
+
+    from ttasks_ipy.core import CallRunner, EventKind, Executor, TaskSpec
+
+    def body() -> None:
+        print("a")
+        sys.stderr.write("")  # an empty write to the other stream
+        print(end="")
+        print("b")
+        print("c", file=sys.stderr)
+
+    ex = Executor(max_workers=2, output_dir=tmp_path)
+    try:
+        rec = Recorder(ex)
+        t = ex.submit(TaskSpec(CallRunner(body)))
+        assert t.wait(30) and t.ok, t.error
+        pieces = [(e.data["stream"], e.data["text"]) for e in rec.events if e.kind is EventKind.OUTPUT]
+    finally:
+        ex.shutdown()
+    assert all(text for _, text in pieces), pieces
+    assert "".join(text for s, text in pieces if s == "stdout") == "a\nb\n"
+    assert [s for s, _ in pieces][-1] == "stderr" and t.stderr == "c\n"
