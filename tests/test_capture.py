@@ -51,9 +51,6 @@ def test_printing_while_python_tasks_come_and_go_does_not_crash():
 def test_a_task_writing_both_streams_keeps_their_order_while_the_timer_flushes(tmp_path):
     import time
 
-    from helpers import Recorder
-
-    from ttasks_ipy.core import CallRunner, EventKind, Executor, TaskSpec
 
     def body() -> None:
         for i in range(3000):
@@ -63,14 +60,7 @@ def test_a_task_writing_both_streams_keeps_their_order_while_the_timer_flushes(t
             if i % 500 == 0:
                 time.sleep(0.06)  # past the coalescing delay: the timer thread flushes meanwhile
 
-    ex = Executor(max_workers=2, output_dir=tmp_path)
-    try:
-        rec = Recorder(ex)
-        t = ex.submit(TaskSpec(CallRunner(body)))
-        assert t.wait(60) and t.ok, t.error
-        pieces = [(e.data["stream"], e.data["text"]) for e in rec.events if e.kind is EventKind.OUTPUT]
-    finally:
-        ex.shutdown()
+    t, pieces = _run_with_output_events(body, tmp_path)
     want = []
     for i in range(3000):
         want.append(("stdout", f"out {i}\n"))
@@ -100,9 +90,7 @@ def test_the_streams_are_given_back_once_the_pool_threads_are_gone(tmp_path):
 
 
 def test_empty_writes_in_a_task_neither_reorder_nor_add_output(tmp_path):
-    from helpers import Recorder
 
-    from ttasks_ipy.core import CallRunner, EventKind, Executor, TaskSpec
 
     def body() -> None:
         print("a")
@@ -111,14 +99,23 @@ def test_empty_writes_in_a_task_neither_reorder_nor_add_output(tmp_path):
         print("b")
         print("c", file=sys.stderr)
 
+    t, pieces = _run_with_output_events(body, tmp_path)
+    assert all(text for _, text in pieces), pieces
+    assert "".join(text for s, text in pieces if s == "stdout") == "a\nb\n"
+    assert [s for s, _ in pieces][-1] == "stderr" and t.stderr == "c\n"
+
+
+def _run_with_output_events(body, tmp_path):
+    """Run ``body`` as a task; return the task and its OUTPUT events' (stream, text), in order."""
+    from helpers import Recorder
+
+    from ttasks_ipy.core import CallRunner, EventKind, Executor, TaskSpec
+
     ex = Executor(max_workers=2, output_dir=tmp_path)
     try:
         rec = Recorder(ex)
         t = ex.submit(TaskSpec(CallRunner(body)))
-        assert t.wait(30) and t.ok, t.error
-        pieces = [(e.data["stream"], e.data["text"]) for e in rec.events if e.kind is EventKind.OUTPUT]
+        assert t.wait(60) and t.ok, t.error
+        return t, [(e.data["stream"], e.data["text"]) for e in rec.events if e.kind is EventKind.OUTPUT]
     finally:
         ex.shutdown()
-    assert all(text for _, text in pieces), pieces
-    assert "".join(text for s, text in pieces if s == "stdout") == "a\nb\n"
-    assert [s for s, _ in pieces][-1] == "stderr" and t.stderr == "c\n"
