@@ -62,6 +62,46 @@ class Task:
     ``cancel()``, ``done()``. Created by ``Executor.submit``.
     """
 
+    # What a task starts with; an instance sets its own value when it changes (never mutates these).
+    started: float | None = None
+    finished: float | None = None
+    attempt = 0
+    #: why each attempt before the current one failed (retries), oldest first
+    attempt_reasons: tuple[str, ...] = ()
+    #: the value of the last attempt (a command's result even when it failed)
+    value: Any = None
+    has_value = False
+    #: the exception that failed the task, if any
+    exception: BaseException | None = None
+    #: the traceback text of that exception, for logs
+    traceback: str | None = None
+    #: why the task ended the way it did ('exit status 2', 'timed out after 5s', ...)
+    reason: str | None = None
+    progress: tuple[float | None, str | None] = (None, None)
+    stalled = False
+    ready_line: str | None = None
+    #: names of tasks that kept this one from running (graphs); empty unless it was blocked
+    blocked_by: Sequence[str] = ()
+    #: rich outputs the task displayed (mime bundles: {'text/plain': ..., 'image/png': ...}), capped
+    displays: Sequence[dict[str, Any]] = ()
+    #: pid of the attempt's process (session leader), for commands and worker processes
+    pid: int | None = None
+    #: where the current attempt runs, as its backend says (a pid, a worker address)
+    where: str | None = None
+    #: the names delivered into the user's namespace
+    delivered: tuple[str, ...] = ()
+    #: the executor's own object for the attempt that claimed the task (opaque here), until it lets go
+    claimed_by: Any = None
+    _is_done = False  # set once waiters were woken and callbacks ran
+    _done_event: threading.Event | None = None  # made for the first low-level waiter
+    _callbacks: list[Callable[[Task], None]] | None = None  # made for the first callback
+    # ordering of events around a claim (see the module docstring)
+    _starting = False
+    _held: list[TaskEvent] | None = None  # made for the first held event
+    _notify_held = False
+    _record: TaskRecord | None = None
+    _description: str | None = None
+
     def __init__(self, executor: Executor, task_id: int, spec: TaskSpec, output: TaskOutput) -> None:
         self.id = task_id
         self.spec = spec
@@ -69,47 +109,9 @@ class Task:
         self.kind = spec.kind
         self._executor = executor
         self._lock = threading.Lock()
-        self._is_done = False  # set once waiters were woken and callbacks ran
-        self._done_event: threading.Event | None = None  # made for the first low-level waiter
-        self._callbacks: list[Callable[[Task], None]] | None = None  # made for the first callback
         self.state = TaskState.PENDING
         self.output_buffer = output
         self.created = time.time()
-        self.started: float | None = None
-        self.finished: float | None = None
-        self.attempt = 0
-        #: why each attempt before the current one failed (retries), oldest first
-        self.attempt_reasons: tuple[str, ...] = ()
-        #: the value of the last attempt (a command's result even when it failed)
-        self.value: Any = None
-        self.has_value = False
-        #: the exception that failed the task, if any
-        self.exception: BaseException | None = None
-        #: the traceback text of that exception, for logs
-        self.traceback: str | None = None
-        #: why the task ended the way it did ('exit status 2', 'timed out after 5s', ...)
-        self.reason: str | None = None
-        self.progress: tuple[float | None, str | None] = (None, None)
-        self.stalled = False
-        self.ready_line: str | None = None
-        #: names of tasks that kept this one from running (graphs); empty unless it was blocked
-        self.blocked_by: Sequence[str] = ()
-        #: rich outputs the task displayed (mime bundles: {'text/plain': ..., 'image/png': ...}), capped
-        self.displays: Sequence[dict[str, Any]] = ()
-        #: pid of the attempt's process (session leader), for commands and worker processes
-        self.pid: int | None = None
-        #: where the current attempt runs, as its backend says (a pid, a worker address)
-        self.where: str | None = None
-        #: the names delivered into the user's namespace
-        self.delivered: tuple[str, ...] = ()
-        # ordering of events around a claim (see the module docstring)
-        self._starting = False
-        self._held: list[TaskEvent] | None = None  # made for the first held event
-        self._notify_held = False
-        self._record: TaskRecord | None = None
-        self._description: str | None = None
-        #: the executor's own object for the attempt that claimed the task (opaque here), until it lets go
-        self.claimed_by: Any = None
 
     # ---- reading -------------------------------------------------------
     @property
