@@ -529,20 +529,32 @@ class Executor:
             return
         if forget:
             self._forget(attempt)
-        else:
-            with self._lock:  # read after the loser's locked look at the slot (above)
-                later = attempt.forget_later
-            if later:
-                self._forget(attempt)
-        if attempt.give_back_slot():
+            if attempt.give_back_slot():
+                self._give_slot()
+                self._fill()
+            elif attempt.service:
+                with self._lock:
+                    self._end_service(attempt)
+            return
+        # the slot (or service place) is let go of first, and `forget_later` read after that under the
+        # lock: a loser that looked at the place (under the lock, above) before then has set it by now,
+        # and one that looks after sees the place gone and forgets the attempt itself
+        had_slot = attempt.give_back_slot()
+        with self._lock:
+            if not had_slot and attempt.service:
+                self._end_service(attempt)
+            later = attempt.forget_later
+        if later:
+            self._forget(attempt)
+        if had_slot:
             self._give_slot()
             self._fill()
-        elif attempt.service:
-            with self._lock:
-                if not attempt.service:
-                    return
-                attempt.service = False
-                self._services = max(0, self._services - 1)
+
+    def _end_service(self, attempt: Attempt) -> None:
+        """Under ``_lock``: the service's place is given back (once)."""
+        if attempt.service:
+            attempt.service = False
+            self._services = max(0, self._services - 1)
 
     def _forget(self, attempt: Attempt) -> None:
         """The attempt's work ended: no longer the task's running attempt, nor a lingering one."""
