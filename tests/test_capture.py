@@ -119,3 +119,24 @@ def _run_with_output_events(body, tmp_path):
         return t, [(e.data["stream"], e.data["text"]) for e in rec.events if e.kind is EventKind.OUTPUT]
     finally:
         ex.shutdown()
+
+
+def test_a_task_captures_its_prints_after_the_streams_were_replaced(tmp_path):
+    import contextlib
+    import io
+
+    from ttasks_ipy.core import CallRunner, Executor, TaskSpec
+
+    ex = Executor(max_workers=1, output_dir=tmp_path)  # one pool thread runs both tasks
+    try:
+        first = ex.submit(TaskSpec(CallRunner(print, ("one",))))
+        assert first.wait(10) and first.ok
+        replaced = io.StringIO()
+        with contextlib.redirect_stdout(replaced):  # as a cell or a test's capture does
+            second = ex.submit(TaskSpec(CallRunner(print, ("two",))))
+            assert second.wait(10) and second.ok
+            print("main")  # the main thread's own prints still go where it sent them
+        assert (first.output, second.output) == ("one\n", "two\n")
+        assert replaced.getvalue() == "main\n"
+    finally:
+        ex.shutdown()

@@ -80,17 +80,22 @@ class _Router:
 
 
 def install() -> None:
-    """Put routers in front of ``sys.stdout`` and ``sys.stderr`` (once; counted)."""
+    """Put routers in front of ``sys.stdout`` and ``sys.stderr`` (counted).
+
+    Each call makes sure the streams in place now are routed: code may have
+    replaced ``sys.stdout`` since the last install (``redirect_stdout``, a
+    test's capture), and what it put there is then wrapped in turn.
+    """
     depth = _local.depth
     _local.depth = depth + 1
-    if depth:
-        return  # this thread holds the routers in place already
+    if depth and sys.stdout.__class__ is _Router and sys.stderr.__class__ is _Router:
+        return  # this thread holds the routers in place already, and they are still there
     global _installed
     with _lock:
-        _installed += 1
-        if _installed == 1:
-            sys.stdout = _router("stdout", sys.stdout)
-            sys.stderr = _router("stderr", sys.stderr)
+        if not depth:
+            _installed += 1
+        sys.stdout = _router("stdout", sys.stdout)
+        sys.stderr = _router("stderr", sys.stderr)
 
 
 def _router(name: str, original: Any) -> _Router:
