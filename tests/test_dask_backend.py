@@ -226,7 +226,7 @@ def test_without_dask_installed_a_dask_task_is_one_line(monkeypatch: pytest.Monk
 
 def test_graph_tasks_on_dask_take_no_local_slot(dask_backend: Any, tmp_path: Path) -> None:
     from ttasks_ipy.core.graph import GraphNode, GraphRun
-    from ttasks_ipy.kernel.dask_link import elsewhere
+    from ttasks_ipy.syntax.runners import elsewhere
 
     ex = Executor(max_workers=1)  # one local slot: the two tasks meet only if the cluster runs both at once
     ex.add_backend(dask_backend)
@@ -260,7 +260,7 @@ def _keys_on_scheduler(backend: Any, prefix: str) -> dict[str, list[str]]:
 def test_a_graph_hands_its_edges_to_dask_and_lets_go_of_them_at_its_end(
         ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
     from ttasks_ipy.core.graph import GraphNode, GraphRun
-    from ttasks_ipy.kernel.dask_link import elsewhere
+    from ttasks_ipy.syntax.runners import elsewhere
 
     go = tmp_path / "go"
     first = compile_body("41", "<a>")
@@ -304,7 +304,7 @@ def test_a_burst_of_tasks_goes_out_together_and_a_cancel_on_the_way_stops_its_ta
 
 def test_a_result_lost_with_its_worker_is_not_computed_again(ex: Executor, dask_backend: Any, tmp_path: Path) -> None:
     from ttasks_ipy.core.graph import GraphNode, GraphRun
-    from ttasks_ipy.kernel.dask_link import elsewhere
+    from ttasks_ipy.syntax.runners import elsewhere
 
     log, go = tmp_path / "runs.log", tmp_path / "go"
     first = compile_body("import os\nopen(log, 'a').write('ran\\n')\npid = os.getpid()\n", "<a>")

@@ -19,7 +19,6 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from ..core import TaskError
-from ..syntax.runners import elsewhere  # exported here too: how a runner is marked for the cluster
 
 log = logging.getLogger("ttasks_ipy")
 
@@ -135,4 +134,4 @@ def _connected_line(backend: Any, address: str) -> str:
     return f"[bg] Dask: {where}{dashboard}"
 
 
-__all__ = ["CLUSTER_SETTINGS", "DaskLink", "elsewhere"]
+__all__ = ["CLUSTER_SETTINGS", "DaskLink"]
