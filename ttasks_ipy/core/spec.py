@@ -24,7 +24,7 @@ class Runner(ABC):
     ``TaskContext`` that is local (a thread of the kernel) or forwards output
     and progress from another process. A runner that blocks registers how to
     stop itself with ``ctx.on_cancel(abort)``. Runners of backends that leave
-    the kernel's process are pickled with cloudpickle.
+    the kernel's process are pickled (``plain_pickle``).
     """
 
     #: 'bash', 'python', 'prompt'
@@ -35,6 +35,9 @@ class Runner(ABC):
     after_tasks: tuple[int, ...] = ()
     #: True when later attempts will name this task in their ``after_tasks`` (a graph task with dependents)
     has_dependents: bool = False
+    #: True when the standard ``pickle`` can send this runner to another process as it is: its state is
+    #: plain data and its class importable there (backends then skip cloudpickle's slower machinery)
+    plain_pickle: bool = False
 
     @abstractmethod
     def run(self, ctx: TaskContext) -> Any:

@@ -1,13 +1,18 @@
-"""What a job that ran in another process sends back, read the same way by every backend that has one.
+"""What a job that leaves the kernel's process carries there and back, the same for every backend that has one.
 
-``one_line`` and ``type_name`` are used on the worker side to describe an
-error; ``remote_exception`` rebuilds it in the kernel: the original exception
+``pickle_runner`` is how a runner travels; ``one_line`` and ``type_name``
+are used on the worker side to describe an error; ``remote_exception``
+rebuilds it in the kernel: the original exception
 when it can be unpickled here, else a ``RemoteError``, carrying the worker's
 traceback text as ``remote_traceback`` either way.
 """
 from __future__ import annotations
 
-from typing import Any
+import pickle
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..spec import Runner
 
 
 def one_line(e: BaseException) -> str:
@@ -21,6 +26,27 @@ def type_name(obj: Any) -> str:
     t = type(obj)
     mod = t.__module__
     return t.__qualname__ if mod in ("builtins", "__main__") else f"{mod}.{t.__qualname__}"
+
+
+def pickle_runner(runner: Runner, where: str) -> bytes:
+    """``runner`` as bytes to send to ``where`` ('a worker process'); ``SpecError`` naming what cannot travel.
+
+    A runner whose state is plain data (``Runner.plain_pickle``) goes through
+    the standard ``pickle``, in C; any other through cloudpickle, which also
+    sends functions and classes defined in the notebook, by value.
+    """
+    import cloudpickle
+
+    from ..errors import SpecError
+
+    try:
+        if runner.plain_pickle:
+            return pickle.dumps(runner, protocol=5)
+        return cloudpickle.dumps(runner, protocol=5)
+    except SpecError:
+        raise
+    except Exception as e:
+        raise SpecError(f"the task cannot be sent to {where}: {one_line(e)}") from None
 
 
 def remote_exception(reply: dict[str, Any]) -> BaseException:
@@ -49,4 +75,4 @@ def remote_exception(reply: dict[str, Any]) -> BaseException:
     return exc
 
 
-__all__ = ["one_line", "remote_exception", "type_name"]
+__all__ = ["one_line", "pickle_runner", "remote_exception", "type_name"]

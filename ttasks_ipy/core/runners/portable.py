@@ -12,6 +12,7 @@ returns the expression's value, or a dict of the names the body assigns (only
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -111,6 +112,12 @@ def check_picklable(bound: Mapping[str, Any], budget_bytes: int = DEFAULT_BUDGET
     return Inputs(pickled, deferred)
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str, filename: str, first_line: int) -> PyBody:
+    """The body compiled where it runs, once per process for the same text (a loop's tasks, a retry)."""
+    return compile_body(source, filename, first_line=first_line)
+
+
 class PortablePython(Runner):
     """A Python body with pickled inputs, to run in another process (``--process``, a cluster).
 
@@ -119,6 +126,8 @@ class PortablePython(Runner):
     """
 
     kind = "python"
+    #: the state is strings, flags and the inputs, pickled already (``__getstate__``)
+    plain_pickle = True
 
     def __init__(
         self,
@@ -157,7 +166,7 @@ class PortablePython(Runner):
     def run(self, ctx: TaskContext) -> Any:
         body = self._body
         if body is None:
-            body = self._body = compile_body(self.source, self.filename, first_line=self.first_line)
+            body = self._body = _compiled(self.source, self.filename, self.first_line)
         g: dict[str, Any] = {"__builtins__": TASK_BUILTINS, "__name__": "__main__"}
         for name, data in self.inputs.complete().items():
             try:

@@ -1,6 +1,6 @@
 """``DaskBackend``: jobs on the workers of a Dask cluster, one implementation of ``Backend``.
 
-``submit`` pickles the runner with cloudpickle and hands ``worker.run_job``,
+``submit`` pickles the runner (``pickle_runner``) and hands ``worker.run_job``,
 with a key of its own (``name-session-n``: Dask groups a task's attempts, or a
 graph's tasks, under the name; unnamed tasks under ``bg``), to the *sender*, a
 thread that submits what came together as one ``Client.map`` (one graph
@@ -52,7 +52,7 @@ from ...errors import (
     WorkerDied,
 )
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
-from ..remote import one_line, remote_exception
+from ..remote import one_line, pickle_runner, remote_exception
 from .worker import cancel_job, run_job
 
 log = logging.getLogger("ttasks_ipy")
@@ -127,12 +127,7 @@ class DaskBackend(Backend):
     def submit(self, job: Job, events: JobEvents) -> JobHandle:
         if self._closed:
             raise SpecError("the Dask backend is shut down")
-        try:
-            payload = cloudpickle.dumps(job.runner, protocol=5)
-        except SpecError:
-            raise
-        except Exception as e:
-            raise SpecError(f"the task cannot be sent to a Dask worker: {one_line(e)}") from None
+        payload = pickle_runner(job.runner, "a Dask worker")
         prefix = f"{_key_prefix(job.label)}-{self._token}"
         key = f"{prefix}-{next(self._ids)}"
         marker = f"{prefix}-{next(self._ids)}" if job.keep else None

@@ -2,9 +2,9 @@
 
 A job's runner is pickled with cloudpickle and sent to an idle worker with
 the kernel's working directory, ``sys.path`` and environment (each sent only
-when it changed since that worker last got it). A kernel-side thread per
-running job streams the worker's stdout and stderr (file-descriptor level)
-and its progress into the job's events. Cancel kills the worker's whole
+when it changed since that worker last got it). One kernel thread (the
+``Pump``) sends the jobs and streams every running job's stdout and stderr
+(file-descriptor level) and progress into its events. Cancel kills the worker's whole
 session (SIGTERM, grace, SIGKILL) and the pool replaces it; only the task that
 ran there ends. A reply's exception is re-raised here when it can be
 unpickled, else as ``RemoteError``; either way it carries the traceback text
@@ -18,13 +18,12 @@ from typing import Any
 
 import cloudpickle
 
-from ...context import TaskContext
-from ...errors import RemoteTraceback, ResultError, SpecError, TaskCancelled, WorkerDied
+from ...errors import RemoteTraceback, ResultError, SpecError
 from ...spec import Runner
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
-from ..remote import one_line, remote_exception
-from ..thread import ThreadBackend
-from .pool import WorkerPool, WorkerProcess
+from ..remote import one_line, pickle_runner, remote_exception
+from .pool import WorkerPool
+from .pump import ProcessJob, Pump
 
 
 class ProcessBackend(Backend):
@@ -35,84 +34,38 @@ class ProcessBackend(Backend):
 
     def __init__(self, pool: WorkerPool) -> None:
         self.pool = pool
-        self._threads = ThreadBackend(thread_name="ttasks-process-job")
+        self._pump = Pump(pool, _pickled, _outcome, _surroundings)
 
     def submit(self, job: Job, events: JobEvents) -> JobHandle:
-        on_worker = _OnWorker(self.pool, job.runner, job.attempt)
-        return self._threads.submit(Job(on_worker, job.label, job.task_id, job.attempt), events)
+        handle = ProcessJob(job, events, {"label": job.label, "attempt": job.attempt})
+        self._pump.submit(handle)  # pickled there: a big input never holds up the cell that dispatched it
+        return handle
 
     def cancel(self, handle: JobHandle) -> None:
-        self._threads.cancel(handle)  # runs the abort the job registered: kill its worker
+        assert isinstance(handle, ProcessJob)
+        self._pump.cancel(handle)  # a waiting job ends; a running one's worker session is ended
 
     def shutdown(self) -> None:
-        self._threads.shutdown()
+        self._pump.close()
         self.pool.shutdown()
+        self._pump.join()
 
     def statistics(self) -> BackendStats:
         s = self.pool.statistics()
-        t = self._threads.statistics()
-        return BackendStats(self.name, t.running, t.submitted,
+        p = self._pump
+        return BackendStats(self.name, p.running, p.submitted,
                             (("workers", s.size), ("idle", s.idle), ("busy", s.busy), ("replaced", s.replaced)))
 
 
-class _OnWorker(Runner):
-    """The kernel-side half of a job: get a worker, send the pickled runner, follow it, return its value."""
-
-    kind = "python"
-
-    def __init__(self, pool: WorkerPool, runner: Runner, attempt: int) -> None:
-        self.pool = pool
-        self.runner = runner
-        self.attempt = attempt
-
-    def run(self, ctx: TaskContext) -> Any:
-        try:
-            payload = cloudpickle.dumps(self.runner, protocol=5)
-        except SpecError:
-            raise
-        except Exception as e:
-            raise SpecError(f"the task cannot be sent to a worker process: {type(e).__name__}: {e}") from None
-        ctx.check()
-        try:
-            reply = self._run_on_worker(payload, ctx)
-        except WorkerDied as e:
-            if not e.before_job:
-                raise
-            # the worker died before the job reached it (killed while idle, failed to start): once more
-            reply = self._run_on_worker(payload, ctx)
-        ctx.check()
-        return _outcome(reply)
-
-    def _run_on_worker(self, payload: bytes, ctx: TaskContext) -> dict[str, Any]:
-        worker = self.pool.acquire(cancelled=lambda: ctx.cancelled)
-        unregister = ctx.on_cancel(worker.kill)
-        try:
-            ctx.check()
-            ctx.placed(worker.pid, f"worker process {worker.pid}")
-            job = {"op": "run", "runner": payload, "label": ctx.label, "attempt": self.attempt}
-            _add_changes(job, worker)
-            try:
-                return worker.run_job(job, ctx)
-            except WorkerDied:
-                if ctx.cancelled:
-                    raise TaskCancelled(f"task {ctx.label} was cancelled") from None
-                raise
-        finally:
-            unregister()
-            self.pool.release(worker)
+def _pickled(runner: Runner) -> bytes:
+    return pickle_runner(runner, "a worker process")
 
 
-def _add_changes(job: dict[str, Any], worker: WorkerProcess) -> None:
-    """Put the kernel's cwd, ``sys.path`` and environment on ``job`` where they changed for ``worker``."""
-    cwd, path, env = os.getcwd(), list(sys.path), dict(os.environ)
+def _surroundings() -> dict[str, Any]:
+    """The kernel's cwd, ``sys.path`` and environment, as a worker takes them on."""
+    env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    last = worker.sent
-    if last.get("cwd") != cwd:
-        job["cwd"] = last["cwd"] = cwd
-    if last.get("path") != path:
-        job["path"] = last["path"] = path
-    if last.get("env") != env:
-        job["env"] = last["env"] = env
+    return {"cwd": os.getcwd(), "path": list(sys.path), "env": env}
 
 
 def _outcome(reply: dict[str, Any]) -> Any:
@@ -128,8 +81,6 @@ def _outcome(reply: dict[str, Any]) -> Any:
     if reply.get("stage") == "result":
         raise ResultError(reply["message"])
     raise SpecError(reply["message"])
-
-
 
 
 __all__ = ["ProcessBackend"]

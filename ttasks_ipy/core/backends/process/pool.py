@@ -12,9 +12,10 @@ the job boundary. ``concurrent.futures.ProcessPoolExecutor`` is not used:
 killing one of its workers breaks every task of the pool.
 
 Pool state, in prose: a worker is either idle (in ``_idle``, most recently
-used last) or busy (in ``_busy``, held by one task). ``acquire`` takes an idle
-live worker, or starts one while fewer than ``size`` exist, or waits (bounded,
-and giving up when the task is cancelled). ``release`` puts a healthy worker
+used last) or busy (in ``_busy``, held by one job). ``take`` returns an idle
+live worker, or starts one while fewer than ``size`` exist, or None (it never
+waits: the ``Pump`` keeps the job until a worker is given back; the jobs
+themselves are followed there, in ``pump.py``). ``release`` puts a healthy worker
 back; a dead or killed one is discarded, its session ended and forgotten by
 the reaper, and a fresh worker is started in its place, so the next task does
 not pay the start-up. Only the task that was running on a dead worker fails
@@ -24,20 +25,16 @@ from __future__ import annotations
 
 import logging
 import os
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ...context import TaskContext
-from ...errors import SpecError, TaskCancelled, WorkerDied
-from ...output import PipeDecoder
+from ...errors import SpecError, WorkerDied
 from ...procs import describe_exit, signal_tree, terminate_tree, tree_alive
 from ...reaper import Reaper
 from ...timers import Timers
@@ -45,8 +42,8 @@ from .worker_main import Channel, FrameReader
 
 log = logging.getLogger("ttasks_ipy")
 
-#: how long to keep reading a job's pipes after its reply (or the worker's death)
-DRAIN_SECONDS = 0.25
+#: how long to wait for a worker's exit status once its channel closed (it is exiting then)
+DEATH_SECONDS = 0.5
 
 
 # ---- one worker process --------------------------------------------------
@@ -90,7 +87,8 @@ class WorkerProcess:
         self.spawned = started
         self.pid = self.proc.pid
         self.channel = Channel(parent)
-        self._reader = FrameReader()
+        #: the frames read from the channel so far (read by the ``Pump`` only)
+        self.reader = FrameReader()
         #: set once the worker said it is ready
         self.ready = False
         #: seconds from ``Popen`` to the ready message (None until then)
@@ -138,102 +136,19 @@ class WorkerProcess:
             except OSError:
                 pass
 
-    # ---- one job ------------------------------------------------------
-    def run_job(self, job: dict[str, Any], ctx: TaskContext) -> dict[str, Any]:
-        """Send ``job``, stream its output into ``ctx``, return the reply; ``WorkerDied`` if the process ended."""
-        self.jobs += 1
-        self.job_started = False
-        r_out, w_out = os.pipe()
-        r_err, w_err = os.pipe()
-        try:
-            try:
-                self.channel.send(job, fds=(w_out, w_err))
-            except OSError:
-                sent = False
-            else:
-                sent = True
-            finally:
-                os.close(w_out)
-                os.close(w_err)
-            reply = self._pump(ctx, r_out, r_err) if sent else None
-        finally:
-            os.close(r_out)
-            os.close(r_err)
-        if reply is None:
-            raise self._died()
-        return reply
+    def mark_ready(self) -> None:
+        """The worker said it is ready: its start-up time is known and its start-up pipe is closed."""
+        self.ready = True
+        self.startup = time.monotonic() - self.spawned
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
-    def _pump(self, ctx: TaskContext, r_out: int, r_err: int) -> dict[str, Any] | None:
-        """Read channel and pipes until the reply has come and the pipes closed (or a short drain)."""
-        sock = self.channel.sock
-        sel = selectors.DefaultSelector()
-        sel.register(sock, selectors.EVENT_READ, "chan")
-        decoders = PipeDecoder(ctx.output)
-        for stream, fd in (("stdout", r_out), ("stderr", r_err)):
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ, stream)
-        open_pipes = 2
-        reply: dict[str, Any] | None = None
-        ended = False  # the reply came or the channel closed
-        drain_until: float | None = None
-        try:
-            while open_pipes or not ended:
-                timeout = None
-                if drain_until is not None:
-                    timeout = drain_until - time.monotonic()
-                    if timeout <= 0:
-                        break
-                for key, _ in sel.select(timeout):
-                    if key.data == "chan":
-                        try:
-                            data = sock.recv(1 << 20)
-                        except OSError:
-                            data = b""
-                        if not data:
-                            ended = True
-                            self.broken = True
-                        else:
-                            for msg in self._reader.feed(data):
-                                if self._handle(msg, ctx):
-                                    reply, ended = msg, True
-                        if ended:
-                            sel.unregister(sock)
-                            drain_until = time.monotonic() + DRAIN_SECONDS
-                        continue
-                    if not decoders.read_ready(sel, key):
-                        open_pipes -= 1
-            decoders.finish()
-        finally:
-            sel.close()
-        return reply
-
-    def _handle(self, msg: dict[str, Any], ctx: TaskContext) -> bool:
-        """Act on one frame from the worker; True if it is the job's reply."""
-        op = msg.get("op")
-        if op == "ready":
-            self.ready = True
-            self.startup = time.monotonic() - self.spawned
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
-            return False
-        if op == "started":
-            self.job_started = True
-            return False
-        if op == "progress":
-            ctx.progress(msg.get("percent"), msg.get("message"))
-            return False
-        if op in ("done", "error", "failed"):
-            if msg.get("retire"):
-                self.broken = True  # the job left threads behind: not reused
-            return True
-        return False
-
-    def _died(self) -> WorkerDied:
-        """The error for a worker that ended mid-job (reaps it, bounded)."""
+    def death(self) -> WorkerDied:
+        """The error for a worker whose channel closed mid-job (reaps it: its channel closes as it exits)."""
         self.broken = True
         before = not self.job_started
         try:
-            code = self.proc.wait(timeout=self._pool.grace + 1.0)
+            code = self.proc.wait(timeout=DEATH_SECONDS)
         except subprocess.TimeoutExpired:
             return WorkerDied(f"lost contact with worker process {self.pid} while it ran the task", before)
         if not self.ready:
@@ -275,8 +190,8 @@ class WorkerPool:
     ``grace`` is the SIGTERM-to-SIGKILL delay on cancel. Each worker's session
     is registered with ``reaper`` (the executor's, so workers end when the
     kernel is killed; a private one when None) and ended with ``timers`` (a
-    private ``Timers`` when None). ``acquire_timeout`` bounds the wait for a
-    free worker when all ``size`` are busy; ``python`` is the interpreter
+    private ``Timers`` when None). ``acquire_timeout`` bounds how long a job
+    waits for a free worker when all ``size`` are busy; ``python`` is the interpreter
     (default: the kernel's). ``shutdown()`` ends them all; the executor's
     shutdown also ends them (its reaper does), so the order does not matter.
     """
@@ -301,7 +216,7 @@ class WorkerPool:
         self.reaper = reaper or Reaper(grace)
         self._own_timers = timers is None
         self.timers = timers or Timers("ttasks-workers")
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._idle: list[WorkerProcess] = []
         self._busy: set[WorkerProcess] = set()
         self._starting = 0  # slots reserved by a spawn in progress
@@ -318,7 +233,7 @@ class WorkerPool:
     def _spawn(self) -> WorkerProcess:
         w = WorkerProcess(self)
         self.reaper.register(w.pid)
-        with self._cond:
+        with self._lock:
             self._started += 1
         return w
 
@@ -326,20 +241,19 @@ class WorkerPool:
         """Start workers now (up to ``n``, default ``size``) without waiting for them to be ready."""
         want = min(self.size, self.size if n is None else n)
         while True:
-            with self._cond:
+            with self._lock:
                 if self._closed or len(self._idle) + len(self._busy) + self._starting >= want:
                     return
                 self._starting += 1
             try:
                 w = self._spawn()
             finally:
-                with self._cond:
+                with self._lock:
                     self._starting -= 1
-            with self._cond:
+            with self._lock:
                 closed = self._closed
                 if not closed:
                     self._idle.insert(0, w)  # least recently used end: warm workers are taken first
-                    self._cond.notify()
             if closed:
                 self._discard(w)
                 return
@@ -348,58 +262,43 @@ class WorkerPool:
         """Change the number of workers allowed (follow the executor's ``max_workers``)."""
         if size < 1:
             raise SpecError(f"a worker pool needs size >= 1, not {size!r}")
-        with self._cond:
+        with self._lock:
             self.size = size
             surplus = self._idle[: max(0, len(self._idle) + len(self._busy) - size)]
             del self._idle[: len(surplus)]
-            self._cond.notify_all()
         for w in surplus:
             self._discard(w)
 
     # ---- using ------------------------------------------------------------
-    def acquire(self, timeout: float | None = None, cancelled: Callable[[], bool] | None = None) -> WorkerProcess:
-        """A worker for one job (maybe still starting). Waits at most ``timeout`` (default ``acquire_timeout``).
+    def take(self) -> WorkerProcess | None:
+        """An idle live worker, or a new one (maybe still starting) while fewer than ``size`` exist; else None.
 
-        Raises ``TaskCancelled`` if ``cancelled()`` turns true while waiting,
-        ``WorkerDied`` if no worker became free in time or the pool is shut down.
+        Never waits. Raises ``WorkerDied`` once the pool is shut down, ``OSError`` if a worker cannot start.
         """
-        limit = self.acquire_timeout if timeout is None else timeout
-        end = time.monotonic() + limit
         dead: list[WorkerProcess] = []
         try:
-            with self._cond:
-                while True:
-                    if self._closed:
-                        raise WorkerDied("the worker pool is shut down")
-                    while self._idle:
-                        w = self._idle.pop()
-                        if w.alive():
-                            self._busy.add(w)
-                            return w
-                        dead.append(w)
-                    if len(self._busy) + self._starting < self.size:
-                        self._starting += 1
-                        break
-                    if cancelled is not None and cancelled():
-                        raise TaskCancelled("cancelled while waiting for a worker process")
-                    left = end - time.monotonic()
-                    if left <= 0:
-                        raise WorkerDied(
-                            f"no worker process became free in {limit:g}s (all {self.size} busy): "
-                            "cancel a process task or resize the pool"
-                        )
-                    self._cond.wait(min(left, 0.1))
+            with self._lock:
+                if self._closed:
+                    raise WorkerDied("the worker pool is shut down")
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.alive():
+                        self._busy.add(w)
+                        return w
+                    dead.append(w)
+                if len(self._busy) + self._starting >= self.size:
+                    return None
+                self._starting += 1
         finally:
             for w in dead:
                 self._discard(w)
         try:
             w = self._spawn()
         except BaseException:
-            with self._cond:
+            with self._lock:
                 self._starting -= 1
-                self._cond.notify()
             raise
-        with self._cond:
+        with self._lock:
             self._starting -= 1
             self._busy.add(w)
         return w
@@ -408,13 +307,12 @@ class WorkerPool:
         """Give ``worker`` back after a job; a dead or killed one is discarded and replaced."""
         if worker.startup is not None:
             self._last_startup = worker.startup
-        with self._cond:
+        with self._lock:
             self._busy.discard(worker)
-            keep = worker.alive() and not self._closed
+            keep = not worker.broken and not self._closed  # a death shows at the next take (or its channel)
             if keep:
                 self._idle.append(worker)
             replace = not keep and not self._closed
-            self._cond.notify()
         if keep:
             return
         self._discard(worker)
@@ -427,7 +325,7 @@ class WorkerPool:
 
     def _discard(self, worker: WorkerProcess) -> None:
         """Forget ``worker``: end its session (whatever it left running) and reap it; never blocks long."""
-        with self._cond:
+        with self._lock:
             self._replaced += 1
         worker.broken = True
         worker.close()
@@ -440,7 +338,7 @@ class WorkerPool:
 
     def recycle(self) -> None:
         """Replace every worker (idle ones now, busy ones after their job), e.g. after user modules changed."""
-        with self._cond:
+        with self._lock:
             total = len(self._idle) + len(self._busy)
             idle, self._idle = self._idle, []
             for w in self._busy:
@@ -453,12 +351,12 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         """The pids of the pool's workers (idle and busy)."""
-        with self._cond:
+        with self._lock:
             return [w.pid for w in (*self._idle, *self._busy)]
 
     def statistics(self) -> PoolStats:
         """A frozen snapshot of the pool."""
-        with self._cond:
+        with self._lock:
             return PoolStats(
                 size=self.size,
                 idle=len(self._idle),
@@ -471,14 +369,13 @@ class WorkerPool:
     # ---- ending -----------------------------------------------------------
     def shutdown(self, timeout: float = 1.0) -> None:
         """End every worker: close the channels, SIGTERM, wait up to ``timeout``, SIGKILL the rest, reap."""
-        with self._cond:
+        with self._lock:
             if self._closed:
                 return
             self._closed = True
             idle = set(self._idle)
             workers = [*self._idle, *self._busy]
             self._idle.clear()
-            self._cond.notify_all()
         for w in workers:
             w.broken = True
             if w in idle:

@@ -65,14 +65,17 @@ class Channel:
         """Send one frame, with ``fds`` attached to its header. Raises ``OSError`` if the peer is gone."""
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         header = HEADER.pack(len(data))
-        with self._send_lock:
+        with self._send_lock:  # one sendmsg for header and body: the peer wakes once, not twice
             if fds:
-                sent = socket.send_fds(self.sock, [header], list(fds))
-                if sent < len(header):
-                    self.sock.sendall(header[sent:])
+                sent = socket.send_fds(self.sock, [header, data], list(fds))
             else:
-                self.sock.sendall(header)
-            self.sock.sendall(data)
+                sent = self.sock.sendmsg([header, data])
+            if sent < len(header):
+                self.sock.sendall(header[sent:])
+                sent = len(header)
+            if sent < len(header) + len(data):
+                with memoryview(data) as view:
+                    self.sock.sendall(view[sent - len(header):])
 
     def recv(self) -> tuple[dict[str, Any], list[int]]:
         """Block for one frame; returns it with any attached fds. Raises ``EOFError`` when the peer closed."""
