@@ -264,7 +264,7 @@ def test_cancel_ends_the_process_and_the_next_task_runs(engine: tuple[Executor, 
     assert time.monotonic() - started < 0.1, "cancel must return at once"
     assert t.state is TaskState.CANCELLED
     assert wait_gone(pid, GRACE), f"worker {pid} still alive after the grace period"
-    nxt = submit(engine, "import os\nos.getpid()").wait(20)
+    nxt = submit(engine, "__import__('os').getpid()").wait(20)
     assert nxt.ok, nxt.error
     assert nxt.result != pid
 
@@ -298,7 +298,7 @@ def test_killed_worker_fails_only_its_task(engine: tuple[Executor, WorkerPool], 
     other.wait(10)
     assert other.ok, other.error
     assert other.result["data"] == "go on"
-    nxt = submit(engine, "import os\nos.getpid()").wait(20)
+    nxt = submit(engine, "__import__('os').getpid()").wait(20)
     assert nxt.ok and nxt.result not in (victim_pid,)
     assert other_pid != victim_pid
 
@@ -327,6 +327,101 @@ def test_worker_that_cannot_start_fails_its_task() -> None:
         assert "failed to start (exit status 1)" in (t.error or "")
     finally:
         pool.shutdown()
+        ex.shutdown()
+
+
+# ---- more tasks than workers: the pump keeps them until a worker is free --------
+@pytest.fixture
+def one_worker() -> Iterator[tuple[Executor, WorkerPool]]:
+    """An executor that runs three tasks at once over a pool of one worker process."""
+    ex = Executor(max_workers=3, grace=GRACE)
+    pool = WorkerPool(1, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
+    yield ex, pool
+    pool.shutdown()
+    ex.shutdown()
+
+
+def test_tasks_beyond_the_pool_wait_for_its_worker_and_all_run(one_worker: tuple[Executor, WorkerPool],
+                                                               tmp_path: Path) -> None:
+    ex, pool = one_worker
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    first = submit(one_worker, "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()", {"fifo": str(fifo)})
+    pid = first_pid(ex, first)
+    rest = [submit(one_worker, f"(__import__('os').getpid(), {i})") for i in range(2)]
+    assert all(t.state is TaskState.RUNNING for t in rest)  # the executor's slots: they wait in the backend
+    assert pool.statistics().busy == 1
+    with open(fifo, "w") as f:
+        f.write("go")
+    assert first.wait(10).ok, first.error
+    for i, t in enumerate(rest):
+        assert t.wait(10).ok, t.error
+        assert t.result == (pid, i)  # one worker ran them all, in order
+
+
+def test_a_task_waiting_for_a_worker_is_cancelled_at_once(one_worker: tuple[Executor, WorkerPool],
+                                                         tmp_path: Path) -> None:
+    ex, _ = one_worker
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    busy = submit(one_worker, "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()", {"fifo": str(fifo)})
+    pid = first_pid(ex, busy)
+    waiting = submit(one_worker, "1 + 1")
+    assert waiting.cancel()
+    waiting.wait(5)
+    assert waiting.state is TaskState.CANCELLED
+    assert busy.state is TaskState.RUNNING  # its worker was left alone
+    with open(fifo, "w") as f:
+        f.write("go")
+    assert busy.wait(10).ok, busy.error
+    again = submit(one_worker, "__import__('os').getpid()").wait(10)
+    assert again.ok and again.result == pid
+
+
+def test_a_task_that_waits_too_long_for_a_worker_fails_with_one_line(tmp_path: Path) -> None:
+    ex = Executor(max_workers=2, grace=GRACE)
+    pool = WorkerPool(1, grace=GRACE, reaper=ex.reaper, timers=ex.timers, acquire_timeout=0.3)
+    ex.add_backend(ProcessBackend(pool))
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    try:
+        busy = submit((ex, pool), "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()",
+                      {"fifo": str(fifo)})
+        first_pid(ex, busy)
+        late = submit((ex, pool), "1 + 1").wait(10)
+        assert late.state is TaskState.FAILED
+        assert isinstance(late.exception, WorkerDied)
+        assert "no worker process became free in 0.3s (all 1 busy)" in (late.error or "")
+        with open(fifo, "w") as f:
+            f.write("go")
+        assert busy.wait(10).ok, busy.error
+    finally:
+        pool.shutdown()
+        ex.shutdown()
+
+
+def test_a_big_input_travels_and_the_dispatch_returns_at_once(engine: tuple[Executor, WorkerPool]) -> None:
+    blob = os.urandom(4 << 20)  # larger than a socket's buffer: sent from a thread of its own
+    started = time.monotonic()
+    t = submit(engine, "len(blob), blob[:16], blob[-16:]", {"blob": blob})
+    assert time.monotonic() - started < 1.0
+    assert t.wait(30).ok, t.error
+    assert t.result == (len(blob), blob[:16], blob[-16:])
+
+
+def test_after_shutdown_a_process_task_fails_with_one_line() -> None:
+    ex = Executor(max_workers=1)
+    pool = WorkerPool(1, reaper=ex.reaper, timers=ex.timers)
+    backend = ProcessBackend(pool)
+    ex.add_backend(backend)
+    try:
+        assert submit((ex, pool), "1 + 1").wait(20).ok
+        backend.shutdown()
+        t = submit((ex, pool), "1 + 1").wait(10)
+        assert t.state is TaskState.FAILED
+        assert "the worker pool is shut down" in (t.error or "")
+    finally:
         ex.shutdown()
 
 

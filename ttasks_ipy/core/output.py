@@ -251,10 +251,13 @@ class PipeDecoder:
 
     def __init__(self, emit: Callable[[str, str], None]) -> None:
         self._emit = emit
-        self._decoders = {s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in STREAMS}
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}  # made on a stream's first bytes
 
     def feed(self, stream: str, data: bytes) -> None:
-        text = self._decoders[stream].decode(data)
+        dec = self._decoders.get(stream)
+        if dec is None:
+            dec = self._decoders[stream] = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text = dec.decode(data)
         if text:
             self._emit(stream, text)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import pickle
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SpecError
+
 if TYPE_CHECKING:
     from ..spec import Runner
 
@@ -35,13 +37,11 @@ def pickle_runner(runner: Runner, where: str) -> bytes:
     the standard ``pickle``, in C; any other through cloudpickle, which also
     sends functions and classes defined in the notebook, by value.
     """
-    import cloudpickle
-
-    from ..errors import SpecError
-
     try:
         if runner.plain_pickle:
             return pickle.dumps(runner, protocol=5)
+        import cloudpickle
+
         return cloudpickle.dumps(runner, protocol=5)
     except SpecError:
         raise

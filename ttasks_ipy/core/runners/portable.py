@@ -126,7 +126,7 @@ class PortablePython(Runner):
     """
 
     kind = "python"
-    #: the state is strings, flags and the inputs, pickled already (``__getstate__``)
+    #: it travels as strings, flags and the inputs, pickled already (``__reduce__``)
     plain_pickle = True
 
     def __init__(
@@ -156,12 +156,11 @@ class PortablePython(Runner):
         src = self.source.strip()
         return src.splitlines()[0] if src else ""
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        self.inputs.complete()  # raises SpecError naming a value that cannot be sent
-        state["inputs"] = Inputs(dict(self.inputs.pickled), {})
-        state["_body"] = None  # compiled code is compiled again where it runs
-        return state
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Plain values only (the inputs pickled already); the code is compiled again where it runs."""
+        pickled = self.inputs.complete()  # raises SpecError naming a value that cannot be sent
+        return _arrived, (self.source, self.filename, self.first_line, self.is_expression, self.names,
+                          dict(pickled))
 
     def run(self, ctx: TaskContext) -> Any:
         body = self._body
@@ -180,6 +179,17 @@ class PortablePython(Runner):
             return value
         wanted = body.assigns if self.names is None else self.names
         return {n: g[n] for n in wanted if n in g}
+
+
+def _arrived(source: str, filename: str, first_line: int, is_expression: bool, names: list[str] | None,
+             pickled: dict[str, bytes]) -> PortablePython:
+    """A ``PortablePython`` rebuilt from what ``__reduce__`` sent (in the worker process)."""
+    runner = PortablePython.__new__(PortablePython)
+    runner.source, runner.filename, runner.first_line = source, filename, first_line
+    runner.is_expression, runner.names = is_expression, names
+    runner.inputs = Inputs(pickled, {})
+    runner._body = None
+    return runner
 
 
 __all__ = ["DEFAULT_BUDGET", "Inputs", "PortablePython", "check_picklable"]

@@ -334,32 +334,41 @@ class Pump:
             log.exception("could not give a worker process back")
 
     def _after_work(self, h: ProcessJob) -> None:
-        """The reply came (or the worker is gone): end now if the pipes are closed, else drain them."""
+        """The reply came (or the worker is gone): end now if the pipes are closed, else drain them.
+
+        The worker closes the job's pipes before it replies, so what they hold
+        and their end of file are there already: read now, not a turn later.
+        """
+        for fd in list(h.pipes):
+            while self._read_pipe(h, fd):
+                pass
         if not h.pipes:
             self._finish(h)
-        else:
+        else:  # something the job started holds a pipe: a short drain
             h.drain_until = time.monotonic() + DRAIN_SECONDS
             self._draining.add(h)
 
-    def _read_pipe(self, h: ProcessJob, fd: int) -> None:
+    def _read_pipe(self, h: ProcessJob, fd: int) -> bool:
+        """Read what pipe ``fd`` of ``h`` holds; True if there was data (False: nothing now, or its end)."""
         stream = h.pipes.get(fd)
         if stream is None:  # closed earlier in this turn (its key was already selected)
-            return
+            return False
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if data:
             h.decoder.feed(stream, data)
-            return
+            return True
         self._sel.unregister(fd)
         os.close(fd)
         del h.pipes[fd]
         if not h.pipes and h.drain_until is not None:
             self._draining.discard(h)
             self._finish(h)
+        return False
 
     def _close_pipes(self, h: ProcessJob) -> None:
         for fd in h.pipes:

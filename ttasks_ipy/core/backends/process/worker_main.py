@@ -10,11 +10,11 @@ Wire protocol, both directions: frames of an 8-byte big-endian length and a
 pickled ``dict`` with an ``op`` key.
 
 kernel -> worker
-    ``run``: ``runner`` (the job's runner, cloudpickled: it runs here with a
-    ``TaskContext`` whose progress goes over the channel), ``label``,
-    ``attempt``, and where they changed since the last job: ``cwd``, ``path``
-    (``sys.path``), ``env``. Two file
-    descriptors ride on the frame's length header (``SCM_RIGHTS``): the write
+    ``run``: ``runner`` (the job's runner, pickled by ``pickle_runner``: it
+    runs here with a ``TaskContext`` whose progress goes over the channel),
+    ``label``, ``attempt``, and where they changed since the last job:
+    ``cwd``, ``path`` (``sys.path``), ``env``. Two file descriptors ride on
+    the frame (``SCM_RIGHTS``, header and body in one ``sendmsg``): the write
     ends of this job's stdout and stderr pipes. The worker puts them on fds 1
     and 2 for the job, so ``print``, C code and ``os.system`` are all captured,
     and closes them when the job ends: the kernel sees end-of-file exactly at
