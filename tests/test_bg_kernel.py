@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+from typing import Any
 
 import pytest
 from conftest import start_kernel, stop_kernel
@@ -286,6 +287,32 @@ def test_with_widgets_the_card_shows_and_the_result_arrives_while_idle():
             json.dumps(m["content"]), 10)
         r = k.run("print('rw' in globals(), rw.output)")
         assert r.stdout.startswith("True w")
+    finally:
+        stop_kernel(k)
+
+
+def _opened(r: Any) -> list[str]:
+    """The widget models a cell opened, by model name, in order."""
+    return [m["content"]["data"]["state"]["_model_name"] for m in r.messages if m["msg_type"] == "comm_open"]
+
+
+def test_a_card_gets_its_cancel_button_at_the_cell_end_only_while_its_task_runs():
+    k = start_kernel(widgets=True)
+    try:
+        k.run("%config TTasks.notices = False")
+        running = "h = %bg !sleep 30\nimport time\nwhile h.status != 'running': time.sleep(0.01)"
+        k.run(running)  # the shared layouts and styles are open from here on
+        k.run("h.cancel()")
+        r = k.run(running)
+        assert _opened(r) == ["HTMLModel", "HBoxModel", "ButtonModel"]  # the button last, at the cell's end
+        update = [m for m in r.messages if m["msg_type"] == "comm_msg"
+                  and "children" in m["content"]["data"].get("state", {})]
+        assert len(update) == 1 and len(update[0]["content"]["data"]["state"]["children"]) == 2
+        k.run("h.cancel()")
+        r = k.run("q = %bg 1\nq.wait(10)")
+        assert _opened(r) == ["HTMLModel", "HBoxModel"]  # ended within its cell: no button
+        r = k.run("%bg --list")
+        assert _opened(r) == []
     finally:
         stop_kernel(k)
 

@@ -291,7 +291,7 @@ class TestCard:
         assert up.wait_idle(2)
         assert "delivered" in card.html.value and "&lt;y&gt;" in card.html.value
 
-    def test_three_widget_models_per_card(self, engine: Any) -> None:
+    def test_widget_models_per_card(self, engine: Any) -> None:
         import ipywidgets
 
         from ttasks_ipy.views import task_card
@@ -308,9 +308,26 @@ class TestCard:
         ipywidgets.Widget.open = count  # type: ignore[method-assign]
         try:
             task_card(ex.submit(TaskSpec(BashRunner("true"))), up)
+            assert sorted(opened) == ["Button", "HTML", "TaskCard"]
+            opened.clear()
+            quick = ex.submit(TaskSpec(BashRunner("true")))
+            quick.wait(5)
+            done = task_card(quick, up, cancel_later=True)
+            assert not done.add_cancel_button()  # its task ended: no button, ever
+            gate = threading.Event()
+            slow = ex.submit(TaskSpec(CallRunner(lambda: gate.wait(10)), name="slow"))
+            card = task_card(slow, up, cancel_later=True)
+            assert sorted(opened) == ["HTML", "HTML", "TaskCard", "TaskCard"]
+            assert card.add_cancel_button() and not card.add_cancel_button()
+            assert opened.count("Button") == 1 and card.children == (card.html, card.cancel_button)
+            assert card.cancel_button.layout.display != "none"
+            gate.set()
+            slow.wait(5)
+            assert up.wait_idle(2)
         finally:
             ipywidgets.Widget.open = original  # type: ignore[method-assign]
-        assert sorted(opened) == ["Button", "HTML", "TaskCard"]
+        assert card.cancel_button.layout.display == "none"
+        assert len(done.children) == 1 and opened.count("Button") == 1
 
 
 @needs_widgets

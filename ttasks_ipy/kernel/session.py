@@ -85,6 +85,8 @@ class Session:
         self.updater = views.Updater(self.executor.bus)
         #: tasks shown with a card by the dispatching magic, and with a start line (widgets off)
         self._cards: set[int] = set()
+        #: the cards shown in the running cell, still without their Cancel button
+        self._buttonless: list[Any] = []
         self._lines: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
         config.observe(self._on_config, names=list(LIVE_SETTINGS))
@@ -213,8 +215,10 @@ class Session:
         """
         from .. import views
 
-        card = views.task_card(task, self.updater, facts=self.dispatches.facts(task), at_dispatch=at_dispatch)
+        card = views.task_card(task, self.updater, facts=self.dispatches.facts(task), at_dispatch=at_dispatch,
+                               cancel_later=True)
         self.displays.show(task.id, card)
+        self._buttonless.append(card)  # its Cancel button comes at the cell's end, if its task still runs
         if at_dispatch:
             self._cards.add(task.id)
 
@@ -394,6 +398,9 @@ class Session:
             self._boundary()
         finally:
             self.delivery.cell_running = False
+            cards, self._buttonless = self._buttonless, []
+            for card in cards:  # a task that ended within its cell never needs one (it would be hidden)
+                card.add_cancel_button()
 
     def answer(self, obj: Any, line: str) -> None:
         """Print a wait's answer about ``obj`` (its notice), noting that this cell said it."""

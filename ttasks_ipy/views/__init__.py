@@ -44,14 +44,16 @@ def widgets_available() -> bool:
 
 
 def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> TaskCard:
+              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> TaskCard:
     """A live card for ``task`` (create it on the main thread, then display it).
 
     ``at_dispatch``: its saved form is its start until ``card.mimebundle(ended=True)`` replaces it.
+    ``cancel_later``: its Cancel button comes from ``card.add_cancel_button()`` (a cell's end).
     """
     from .card import task_card as make
 
-    return make(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch)
+    return make(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch,
+                cancel_later=cancel_later)
 
 
 def dashboard(executor: Executor, updater: Updater | None = None, *, rows: int = 25) -> Dashboard:

@@ -2,16 +2,22 @@
 
 Three widget models: a row (``HBox``) holding one ``HTML`` widget that draws
 the whole card (name, kind, status badge, clock, progress bar, output tail,
-reason) and a Cancel ``Button`` laid over its top-right corner. While the task
-runs only the HTML changes, one message per update; when it ends, the HTML
-and the button (hidden) change once more. The card is rendered on the main
-thread when it is created and from then on only by the ``Updater``.
+reason) and a Cancel ``Button`` laid over its top-right corner. A card made
+with ``cancel_later`` opens as the row and its HTML only, and gets its button
+from ``add_cancel_button()``: the magics call it when the dispatching cell
+ends, for a task that still runs then, so a cell whose task ended within it
+sends two comm openings, not three (its button would be hidden at once).
+While the task runs only the HTML changes, one message per update; when it
+ends, the HTML and the button (hidden) change once more. The card is
+rendered on the main thread when it is created and from then on only by the
+``Updater``.
 
 Progress comes from ``ctx.progress()`` (PROGRESS events) or, when the task
 never reports any, from the last tqdm-style line of its output.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +76,7 @@ class TaskCard(widgets.HBox):
         return None if value is None else min(100.0, max(0.0, float(value)))
 
     def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-                 facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> None:
+                 facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> None:
         self._facts = facts
         self._at_dispatch = at_dispatch
         self._task_ref = weakref.ref(task)
@@ -81,22 +87,17 @@ class TaskCard(widgets.HBox):
         self.tail_lines = tail_lines  # not synced: no message (the widget is not open yet)
         # drawn before the widgets open, so each opens with its state: no update right after
         status, percent, value = self._draw(task)
-        self._button_shown = task.state.active
+        self._button_lock = threading.Lock()
+        self._button_shown = False
         self._html = base.html_widget(value, "card_html")
-        self._button = widgets.Button(
-            description="Cancel",
-            tooltip=f"Cancel task {task.label} (handled once the kernel is free: after a running cell ends)",
-            layout=base.layout("cancel" if self._button_shown else "hidden"),
-            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
-        )
+        self._button: widgets.Button | None = None if cancel_later else self._new_button(task)
         super().__init__(
-            children=(self._html, self._button),
+            children=(self._html,) if self._button is None else (self._html, self._button),
             layout=base.layout("card"),
             _dom_classes=("ttasks-card",),
         )
         self.percent = percent
         self.status = status
-        self._button.on_click(self._on_cancel)
         if updater is not None:
             updater.watch(self, [task])
 
@@ -136,9 +137,11 @@ class TaskCard(widgets.HBox):
         status, percent, value = self._draw(task)
         sent = base.assign(self._html, value=value)
         show = task.state.active
-        if show != self._button_shown:
-            self._button_shown = show
-            sent += base.assign(self._button, layout=base.layout("cancel" if show else "hidden"))
+        with self._button_lock:
+            button = self._button
+            if button is not None and show != self._button_shown:
+                self._button_shown = show
+                sent += base.assign(button, layout=base.layout("cancel" if show else "hidden"))
         self.percent = percent
         self.status = status
         return sent
@@ -324,12 +327,42 @@ class TaskCard(widgets.HBox):
 
     def click_cancel(self) -> None:
         """Do what a click on Cancel does (for tests and keyboard users)."""
-        self._button.click()
+        self.cancel_button.click()
 
     @property
     def cancel_button(self) -> widgets.Button:
-        """The Cancel button."""
-        return self._button
+        """The Cancel button (made now for a ``cancel_later`` card that has none yet)."""
+        button = self._button
+        return button if button is not None else self._add_button(self._task_ref())
+
+    def add_cancel_button(self) -> bool:
+        """Give a ``cancel_later`` card its button if its task is still active; True if it got one now."""
+        task = self._task_ref()
+        if self._button is not None or task is None or not task.state.active:
+            return False
+        self._add_button(task)
+        return True
+
+    def _new_button(self, task: Task | None) -> widgets.Button:
+        show = task is not None and task.state.active
+        label = task.label if task is not None else "?"
+        button = widgets.Button(
+            description="Cancel",
+            tooltip=f"Cancel task {label} (handled once the kernel is free: after a running cell ends)",
+            layout=base.layout("cancel" if show else "hidden"),
+            style=base.cancel_style(), _dom_classes=("ttasks-cancel",),
+        )
+        button.on_click(self._on_cancel)
+        self._button_shown = show
+        return button
+
+    def _add_button(self, task: Task | None) -> widgets.Button:
+        """Open the Cancel button and put it in the row, once (the updater may push meanwhile)."""
+        with self._button_lock:
+            if self._button is None:
+                self._button = self._new_button(task)
+                self.children = (self._html, self._button)
+            return self._button
 
     @property
     def html(self) -> widgets.HTML:
@@ -364,13 +397,15 @@ def _plain_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
 
 
 def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True) -> TaskCard:
+              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> TaskCard:
     """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it.
 
     ``at_dispatch``: shown by the magic that dispatched the task, so its saved form is its start
     until the kernel layer sends ``mimebundle(ended=True)`` (else a finished task is saved as it ended).
+    ``cancel_later``: no Cancel button until ``add_cancel_button()`` (the end of the dispatching cell).
     """
-    return TaskCard(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch)
+    return TaskCard(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch,
+                    cancel_later=cancel_later)
 
 
 __all__ = ["TaskCard", "task_card"]
