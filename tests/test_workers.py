@@ -1,6 +1,7 @@
 """Python tasks in worker processes (``--process``): ``WorkerPool`` and ``ProcessBackend`` through the executor."""
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -9,7 +10,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,23 @@ pytestmark = pytest.mark.timeout(30)
 GRACE = 1.0
 
 
+@contextlib.contextmanager
+def process_engine(max_workers: int, workers: int, **pool: Any) -> Iterator[tuple[Executor, WorkerPool]]:
+    """An executor running ``max_workers`` tasks at once over a pool of ``workers`` worker processes."""
+    ex = Executor(max_workers=max_workers, grace=GRACE)
+    wp = WorkerPool(workers, grace=GRACE, reaper=ex.reaper, timers=ex.timers, **pool)
+    ex.add_backend(ProcessBackend(wp))
+    try:
+        yield ex, wp
+    finally:
+        wp.shutdown()
+        ex.shutdown()
+
+
 @pytest.fixture(scope="module")
 def engine() -> Iterator[tuple[Executor, WorkerPool]]:
-    ex = Executor(max_workers=4, grace=GRACE)
-    pool = WorkerPool(4, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
-    ex.add_backend(ProcessBackend(pool))
-    yield ex, pool
-    pool.shutdown()
-    ex.shutdown()
+    with process_engine(4, 4) as both:
+        yield both
 
 
 def submit(
@@ -334,26 +344,30 @@ def test_worker_that_cannot_start_fails_its_task() -> None:
 @pytest.fixture
 def one_worker() -> Iterator[tuple[Executor, WorkerPool]]:
     """An executor that runs three tasks at once over a pool of one worker process."""
-    ex = Executor(max_workers=3, grace=GRACE)
-    pool = WorkerPool(1, grace=GRACE, reaper=ex.reaper, timers=ex.timers)
-    ex.add_backend(ProcessBackend(pool))
-    yield ex, pool
-    pool.shutdown()
-    ex.shutdown()
+    with process_engine(3, 1) as both:
+        yield both
+
+
+def hold_a_worker(engine: tuple[Executor, WorkerPool], tmp_path: Path) -> tuple[Task, int, Callable[[], None]]:
+    """A task that keeps its worker busy until ``release()``: ``(task, the worker's pid, release)``."""
+    fifo = tmp_path / f"go-{time.monotonic_ns()}"
+    os.mkfifo(fifo)
+    task = submit(engine, "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()", {"fifo": str(fifo)})
+
+    def release() -> None:
+        with open(fifo, "w") as f:
+            f.write("go")
+
+    return task, first_pid(engine[0], task), release
 
 
 def test_tasks_beyond_the_pool_wait_for_its_worker_and_all_run(one_worker: tuple[Executor, WorkerPool],
                                                                tmp_path: Path) -> None:
-    ex, pool = one_worker
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    first = submit(one_worker, "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()", {"fifo": str(fifo)})
-    pid = first_pid(ex, first)
+    first, pid, release = hold_a_worker(one_worker, tmp_path)
     rest = [submit(one_worker, f"(__import__('os').getpid(), {i})") for i in range(2)]
     assert all(t.state is TaskState.RUNNING for t in rest)  # the executor's slots: they wait in the backend
-    assert pool.statistics().busy == 1
-    with open(fifo, "w") as f:
-        f.write("go")
+    assert one_worker[1].statistics().busy == 1
+    release()
     assert first.wait(10).ok, first.error
     for i, t in enumerate(rest):
         assert t.wait(10).ok, t.error
@@ -362,43 +376,27 @@ def test_tasks_beyond_the_pool_wait_for_its_worker_and_all_run(one_worker: tuple
 
 def test_a_task_waiting_for_a_worker_is_cancelled_at_once(one_worker: tuple[Executor, WorkerPool],
                                                          tmp_path: Path) -> None:
-    ex, _ = one_worker
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    busy = submit(one_worker, "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()", {"fifo": str(fifo)})
-    pid = first_pid(ex, busy)
+    busy, pid, release = hold_a_worker(one_worker, tmp_path)
     waiting = submit(one_worker, "1 + 1")
     assert waiting.cancel()
     waiting.wait(5)
     assert waiting.state is TaskState.CANCELLED
     assert busy.state is TaskState.RUNNING  # its worker was left alone
-    with open(fifo, "w") as f:
-        f.write("go")
+    release()
     assert busy.wait(10).ok, busy.error
     again = submit(one_worker, "__import__('os').getpid()").wait(10)
     assert again.ok and again.result == pid
 
 
 def test_a_task_that_waits_too_long_for_a_worker_fails_with_one_line(tmp_path: Path) -> None:
-    ex = Executor(max_workers=2, grace=GRACE)
-    pool = WorkerPool(1, grace=GRACE, reaper=ex.reaper, timers=ex.timers, acquire_timeout=0.3)
-    ex.add_backend(ProcessBackend(pool))
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    try:
-        busy = submit((ex, pool), "import os\nprint(os.getpid(), flush=True)\nopen(fifo).read()",
-                      {"fifo": str(fifo)})
-        first_pid(ex, busy)
-        late = submit((ex, pool), "1 + 1").wait(10)
+    with process_engine(2, 1, acquire_timeout=0.3) as both:
+        busy, _, release = hold_a_worker(both, tmp_path)
+        late = submit(both, "1 + 1").wait(10)
         assert late.state is TaskState.FAILED
         assert isinstance(late.exception, WorkerDied)
         assert "no worker process became free in 0.3s (all 1 busy)" in (late.error or "")
-        with open(fifo, "w") as f:
-            f.write("go")
+        release()
         assert busy.wait(10).ok, busy.error
-    finally:
-        pool.shutdown()
-        ex.shutdown()
 
 
 def test_a_big_input_travels_and_the_dispatch_returns_at_once(engine: tuple[Executor, WorkerPool]) -> None:

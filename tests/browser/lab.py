@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,6 +84,22 @@ class Lab:
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
+
+    def kernels(self) -> list[dict[str, Any]]:
+        """The server's kernels (``/api/kernels``), asked again (bounded) while the server cannot list them.
+
+        jupyter_server lists a kernel one turn of its loop before it gives the kernel its
+        ``last_activity`` (``start_kernel`` awaits the kernel's task first); a listing in between
+        fails with 500 (``isoformat(None)``). Another turn later the listing is whole.
+        """
+        for _ in range(50):
+            try:
+                return self.api("kernels")
+            except urllib.error.HTTPError as e:
+                if e.code != 500:
+                    raise
+            time.sleep(0.1)  # the server's loop has no event for this: ask again
+        return self.api("kernels")
 
 
 @contextmanager

@@ -49,9 +49,9 @@ CARD = NB + " " + BODY
 def _kernel_ready(page: Any, lab: Lab, timeout: float) -> None:
     """The page's kernel is connected and idle: the server counts the page's connection, the toolbar says idle."""
     deadline = time.monotonic() + timeout
-    while not any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in lab.api("kernels")):
+    while not any(k.get("connections", 0) >= 1 and k.get("execution_state") == "idle" for k in lab.kernels()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"no connected idle kernel in {timeout}s: {lab.api('kernels')}")
+            raise AssertionError(f"no connected idle kernel in {timeout}s: {lab.kernels()}")
         time.sleep(0.2)  # the server has no event for a client's connection: poll its API
     if lab.frontend == "jupyterlab":
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=timeout * 1000)
@@ -331,7 +331,7 @@ def _saved_notebook(page: Any) -> None:
     nb["metadata"]["kernelspec"] = {"name": "absent", "display_name": "Absent", "language": "absent"}
     nb["metadata"].pop("language_info", None)  # else the frontend picks a kernel by language
     (lab.root / "offline.ipynb").write_text(json.dumps(nb))
-    kernels = len(lab.api("kernels"))
+    kernels = len(lab.kernels())
     offline = page.context.browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=1)
     offline.frontend = page.frontend
     try:
@@ -359,7 +359,7 @@ def _offline(offline: Any, lab: Lab, kernels: int) -> None:
         expect(found).to_have_count(1, timeout=60_000)
     expect(offline.locator(f"{NB} .ttasks-graph-body")).to_contain_text("not ok")
     assert offline.locator(f"{NB} .jp-OutputArea-output").filter(has_text="Error displaying widget").count() == 0
-    assert len(lab.api("kernels")) == kernels  # nothing was started for it
+    assert len(lab.kernels()) == kernels  # nothing was started for it
     offline.locator(f"{NB} .jp-Cell").nth(3).scroll_into_view_if_needed()
     offline.screenshot(path=str(_artifacts(offline) / "saved-no-kernel.png"), full_page=False)
 
@@ -452,9 +452,9 @@ def _themes(page: Any) -> None:
 def _no_one_connected(lab: Lab, timeout: float) -> None:
     """No page is connected to any kernel of the server (the tab is really gone), within ``timeout``."""
     deadline = time.monotonic() + timeout
-    while any(k.get("connections", 0) for k in lab.api("kernels")):
+    while any(k.get("connections", 0) for k in lab.kernels()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"a page is still connected after {timeout}s: {lab.api('kernels')}")
+            raise AssertionError(f"a page is still connected after {timeout}s: {lab.kernels()}")
         time.sleep(0.2)  # the server has no event for a client leaving: poll its API
 
 
