@@ -95,6 +95,7 @@ def test_bad_ledger_actions_are_one_line_each(data):
             ("%bg --history --older-than 3d", "--older-than goes with --forget"),
             ("%bg --detach x = 1", "--detach goes with a command"),
             ("%bg --detach --retries 2 !true", "--retries does not go with --detach"),
+            ("%bg --detach --dask !true", "--dask does not go with --detach (a detached command runs on this machine"),
         ]:
             r = k.run(line, allow_error=True)
             assert r.error is None and says in r.stderr, (line, r.stderr)
@@ -253,6 +254,20 @@ def test_a_detached_command_outlives_a_restart_is_followed_live_and_delivered(da
         assert "0 ['begun', 'after', 'restart', 'done']" in r.stdout
         assert "succeeded" in k.run("%bg --history").stdout  # the same row, ended by the kernel that followed it
         assert rows(data, "SELECT name, status FROM tasks") == [("train", "succeeded")]
+    finally:
+        stop_kernel(k)
+
+
+def test_a_detached_command_runs_here_when_tasks_go_to_a_cluster(data):
+    k = start_kernel(env=data)
+    try:
+        k.run("%config TTasks.backend = 'dask'")
+        r = k.run("h = %bg --detach --quiet -n here !echo on this machine\nh.wait(20)\n"
+                  "print(h.status, h.spec.backend, h.result.output.strip())")
+        assert r.stdout.splitlines()[-1] == "succeeded thread on this machine"
+        assert k.value("import sys; 'distributed' in sys.modules") == "False"  # no cluster was asked for
+        pid, _ = detached_pid(data, "here")
+        assert pid > 0
     finally:
         stop_kernel(k)
 

@@ -348,7 +348,14 @@ class BgMagics(Magics):
         if args.ready and not args.service:
             raise UsageError("%bg: --ready goes with --service")
         _refuse_misplaced(args, kind)
-        backend = self._backend(args, kind)
+        if args.detach:  # it is found again by its pid on this machine: whatever TTasks.backend says, it runs here
+            for opt, given in (("--dask", args.dask), ("--process", args.process)):
+                if given:
+                    raise UsageError(f"%bg: {opt} does not go with --detach (a detached command runs on this "
+                                     "machine, where a later kernel finds it by its pid)")
+            backend = "thread"
+        else:
+            backend = self._backend(args, kind)
         place = cast(Place, "detached" if args.detach else backend)
         runner = make_runner(kind, body, place, hooks=self.session, namespace=self.shell.user_ns,
                              env=env, cwd=cwd, model=args.model, system=args.system)
