@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ttasks_ipy.core import EventKind, Executor, SpecError, Task, TaskSpec, TaskState, bind, compile_body
+from ttasks_ipy.core.backends.base import Job, JobEvents
 from ttasks_ipy.core.backends.process.backend import ProcessBackend
 from ttasks_ipy.core.backends.process.pool import WorkerPool
 from ttasks_ipy.core.errors import RemoteError, ResultError, WorkerDied
@@ -421,6 +422,45 @@ def test_after_shutdown_a_process_task_fails_with_one_line() -> None:
         assert "the worker pool is shut down" in (t.error or "")
     finally:
         ex.shutdown()
+
+
+class _Recorder(JobEvents):
+    """The events of one job, kept; ``placed`` raises when asked to (a bug inside the pump's turn)."""
+
+    def __init__(self, fail_placed: bool = False) -> None:
+        self.fail_placed = fail_placed
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+
+    def output(self, stream: str, text: str) -> None:
+        pass
+
+    def progress(self, percent: float | None, message: str | None) -> None:
+        pass
+
+    def placed(self, where: str | None, pid: int | None) -> None:
+        if self.fail_placed:
+            raise RuntimeError("a bug in a backend's caller")
+
+    def finished(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.error = error
+        self.ended.set()
+
+
+def test_a_pump_that_stopped_fails_its_jobs_and_refuses_new_ones(caplog: pytest.LogCaptureFixture) -> None:
+    pool = WorkerPool(1, grace=GRACE)
+    backend = ProcessBackend(pool)
+    body = compile_body("1 + 1", "<bg-pump-bug>")
+    try:
+        bad = _Recorder(fail_placed=True)
+        backend.submit(Job(PortablePython(body, {}), "bad", 1, 1), bad)
+        assert bad.ended.wait(20), "the job of a stopped pump never ended"
+        assert isinstance(bad.error, WorkerDied)
+        assert "the --process pump stopped" in caplog.text
+        with pytest.raises(WorkerDied, match="the --process pump stopped"):
+            backend.submit(Job(PortablePython(body, {}), "next", 2, 1), _Recorder())
+    finally:
+        backend.shutdown()
 
 
 # ---- what cannot cross the process boundary ---------------------------------

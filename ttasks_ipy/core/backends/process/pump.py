@@ -112,6 +112,7 @@ class Pump:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._broken = False
         self._close_by = 0.0
         self.submitted = 0
         self.running = 0
@@ -121,6 +122,8 @@ class Pump:
         """Queue ``handle`` for a worker; returns at once (``WorkerDied`` once the pump is closed)."""
         if self._closing:
             raise WorkerDied("the worker pool is shut down")
+        if self._broken:
+            raise WorkerDied("the --process pump stopped (see the log): restart the kernel")
         self.submitted += 1
         self._incoming.append(handle)
         if threading.current_thread() is not self._thread:
@@ -191,6 +194,7 @@ class Pump:
                 self._check_clocks()
         except BaseException:  # a bug here would hang every --process task: fail them instead
             log.exception("the --process pump stopped")
+            self._broken = True  # first: a submit from now on is refused, not left waiting
             self._abandon()
         finally:
             self._release_fds()
