@@ -304,13 +304,17 @@ def test_a_card_gets_its_cancel_button_at_the_cell_end_only_while_its_task_runs(
         k.run(running)  # the shared layouts and styles are open from here on
         k.run("h.cancel()")
         r = k.run(running)
-        assert _opened(r) == ["HTMLModel", "HBoxModel", "ButtonModel"]  # the button last, at the cell's end
-        update = [m for m in r.messages if m["msg_type"] == "comm_msg"
-                  and "children" in m["content"]["data"].get("state", {})]
-        assert len(update) == 1 and len(update[0]["content"]["data"]["state"]["children"]) == 2
+        assert _opened(r) == ["HTMLModel", "ButtonModel", "HBoxModel"]  # the button and its row at the cell's end
+        opens = {m["content"]["data"]["state"]["_model_name"]: m for m in r.messages if m["msg_type"] == "comm_open"}
+        html_id, row = opens["HTMLModel"]["content"]["comm_id"], opens["HBoxModel"]["content"]
+        assert row["data"]["state"]["children"] == ["IPY_MODEL_" + html_id,
+                                                   "IPY_MODEL_" + opens["ButtonModel"]["content"]["comm_id"]]
+        views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for m in r.messages
+                 if m["msg_type"] in ("display_data", "update_display_data")]
+        assert views == [html_id, row["comm_id"]]  # the card's display: its HTML, then its row
         k.run("h.cancel()")
         r = k.run("q = %bg 1\nq.wait(10)")
-        assert _opened(r) == ["HTMLModel", "HBoxModel"]  # ended within its cell: no button
+        assert _opened(r) == ["HTMLModel"]  # ended within its cell: its end replaces the card
         r = k.run("%bg --list")
         assert _opened(r) == []
     finally:

@@ -294,10 +294,11 @@ class TestCard:
     def test_widget_models_per_card(self, engine: Any) -> None:
         import ipywidgets
 
-        from ttasks_ipy.views import task_card
+        from ttasks_ipy.views import base, task_card
 
         ex, up = engine
-        task_card(ex.submit(TaskSpec(BashRunner("true"))), up)  # shared layouts exist from now on
+        task_card(ex.submit(TaskSpec(BashRunner("true"))), up)  # shared layouts and styles exist from now on
+        base.layout("cancel"), base.layout("hidden")  # the button's, whether its task runs or ended by then
         opened: list[str] = []
         original = ipywidgets.Widget.open
 
@@ -317,9 +318,14 @@ class TestCard:
             gate = threading.Event()
             slow = ex.submit(TaskSpec(CallRunner(lambda: gate.wait(10)), name="slow"))
             card = task_card(slow, up, cancel_later=True)
-            assert sorted(opened) == ["HTML", "HTML", "TaskCard", "TaskCard"]
+            assert opened == ["HTML", "HTML"]  # each opens its HTML alone
+            view = card.mimebundle(ended=False)["application/vnd.jupyter.widget-view+json"]
+            assert view["model_id"] == card.html.model_id and repr(card).startswith("[bg] slow")
             assert card.add_cancel_button() and not card.add_cancel_button()
-            assert opened.count("Button") == 1 and card.children == (card.html, card.cancel_button)
+            assert opened[2:] == ["Button", "TaskCard"]  # the row opens with both children in its first state
+            assert card.children == (card.html, card.cancel_button)
+            view = card.mimebundle(ended=False)["application/vnd.jupyter.widget-view+json"]
+            assert view["model_id"] == card.model_id
             assert card.cancel_button.layout.display != "none"
             gate.set()
             slow.wait(5)

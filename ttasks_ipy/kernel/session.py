@@ -85,7 +85,7 @@ class Session:
         self.updater = views.Updater(self.executor.bus)
         #: tasks shown with a card by the dispatching magic, and with a start line (widgets off)
         self._cards: set[int] = set()
-        #: the cards shown in the running cell, still without their Cancel button
+        #: the cards shown in the running cell, still without their row and Cancel button
         self._buttonless: list[Any] = []
         self._lines: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
@@ -399,8 +399,10 @@ class Session:
         finally:
             self.delivery.cell_running = False
             cards, self._buttonless = self._buttonless, []
-            for card in cards:  # a task that ended within its cell never needs one (it would be hidden)
-                card.add_cancel_button()
+            for card in cards:  # a task that ended within its cell never needs them (its end replaces the card)
+                task = card.task
+                if card.add_cancel_button() and task is not None:
+                    self.displays.update(task.id, lambda shown: shown.mimebundle(ended=False), raw=True)
 
     def answer(self, obj: Any, line: str) -> None:
         """Print a wait's answer about ``obj`` (its notice), noting that this cell said it."""

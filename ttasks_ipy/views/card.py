@@ -3,14 +3,16 @@
 Three widget models: a row (``HBox``) holding one ``HTML`` widget that draws
 the whole card (name, kind, status badge, clock, progress bar, output tail,
 reason) and a Cancel ``Button`` laid over its top-right corner. A card made
-with ``cancel_later`` opens as the row and its HTML only, and gets its button
-from ``add_cancel_button()``: the magics call it when the dispatching cell
-ends, for a task that still runs then, so a cell whose task ended within it
-sends two comm openings, not three (its button would be hidden at once).
-While the task runs only the HTML changes, one message per update; when it
-ends, the HTML and the button (hidden) change once more. The card is
-rendered on the main thread when it is created and from then on only by the
-``Updater``.
+with ``cancel_later`` opens as its HTML alone (one comm opening, and the
+display shows the HTML's view); ``add_cancel_button()`` opens the button and
+the row around both, and the caller shows the card again (its display now the
+row's view). The magics call it when the dispatching cell ends, for a task
+that still runs then: a cell whose task ended within it sends one comm
+opening, not three (the row and its button would be replaced by the card's
+ended form at once). While the task runs only the HTML changes, one message
+per update; when it ends, the HTML and the button (hidden) change once more.
+The card is rendered on the main thread when it is created and from then on
+only by the ``Updater``.
 
 Progress comes from ``ctx.progress()`` (PROGRESS events) or, when the task
 never reports any, from the last tqdm-style line of its output.
@@ -89,6 +91,8 @@ class TaskCard(widgets.HBox):
         status, percent, value = self._draw(task)
         self._button_lock = threading.Lock()
         self._button_shown = False
+        #: False while the row waits for its button: its comm opens with it (``open`` below)
+        self._row_open = not cancel_later
         self._html = base.html_widget(value, "card_html")
         self._button: widgets.Button | None = None if cancel_later else self._new_button(task)
         super().__init__(
@@ -119,10 +123,15 @@ class TaskCard(widgets.HBox):
         task = self._task_ref()
         return task is None or task.state.terminal
 
+    def open(self) -> None:
+        """Open the row's comm, unless it waits for its button (a ``cancel_later`` card)."""
+        if self._row_open:
+            super().open()
+
     @property
     def closed(self) -> bool:
         """True once the widget was closed."""
-        return base.is_closed(self) or base.is_closed(self._html)
+        return (self._row_open and base.is_closed(self)) or base.is_closed(self._html)
 
     def push(self) -> int:
         """Render the task's latest state; return the messages sent (0 when nothing changed).
@@ -309,7 +318,11 @@ class TaskCard(widgets.HBox):
             tail = [ansi.strip(line.text) for line in self._lines(task)]
             html = f'{THEME}<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
             return {"text/plain": text_view.end_text(task, self._facts, tail), "text/html": html}
-        data = super()._repr_mimebundle_()
+        if self._row_open:
+            data = super()._repr_mimebundle_()
+        else:  # the HTML's own view until the row opens
+            data = self._html._repr_mimebundle_()
+            data["text/plain"] = self._plain
         data["text/html"] = self.start_html(task)
         return data
 
@@ -336,7 +349,10 @@ class TaskCard(widgets.HBox):
         return button if button is not None else self._add_button(self._task_ref())
 
     def add_cancel_button(self) -> bool:
-        """Give a ``cancel_later`` card its button if its task is still active; True if it got one now."""
+        """Give a ``cancel_later`` card its button (and row) if its task is still active.
+
+        True if it got them now: the card must then be shown again, its display the row's view.
+        """
         task = self._task_ref()
         if self._button is not None or task is None or not task.state.active:
             return False
@@ -362,6 +378,9 @@ class TaskCard(widgets.HBox):
             if self._button is None:
                 self._button = self._new_button(task)
                 self.children = (self._html, self._button)
+                if not self._row_open:  # the row opens now, with both children in its first state
+                    super().open()
+                    self._row_open = True  # after: the updater's ``closed`` must never see it open without a comm
             return self._button
 
     @property
