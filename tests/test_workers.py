@@ -463,6 +463,22 @@ def test_a_pump_that_stopped_fails_its_jobs_and_refuses_new_ones(caplog: pytest.
         backend.shutdown()
 
 
+def test_a_worker_that_cannot_start_says_why(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho 'ModuleNotFoundError: no module named ttasks_ipy' >&2\nexit 3\n")
+    python.chmod(0o700)
+    ex = Executor(max_workers=1)
+    pool = WorkerPool(1, python=str(python), reaper=ex.reaper, timers=ex.timers)
+    ex.add_backend(ProcessBackend(pool))
+    try:
+        t = ex.submit(TaskSpec(PortablePython(compile_body("1 + 1", "<bg-why>"), {}), backend="process")).wait(10)
+        assert t.state is TaskState.FAILED
+        assert "failed to start (exit status 3): ModuleNotFoundError: no module named ttasks_ipy" in (t.error or "")
+    finally:
+        pool.shutdown()
+        ex.shutdown()
+
+
 # ---- what cannot cross the process boundary ---------------------------------
 def test_unpicklable_input_names_the_variable(engine: tuple[Executor, WorkerPool]) -> None:
     _, pool = engine

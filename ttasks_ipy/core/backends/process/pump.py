@@ -164,10 +164,14 @@ class Pump:
                 t.start()
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # full (a wake is pending anyway) or closed
+        with self._lock:  # never a write to a number the closed pipe's end has passed on to another file
+            fd = self._wake_w
+            if fd < 0:
+                return
+            try:
+                os.write(fd, b"x")
+            except (BlockingIOError, OSError):
+                pass  # full: a wake is pending anyway
 
     # ---- the pump thread ----------------------------------------------------
     def _loop(self) -> None:
@@ -200,11 +204,12 @@ class Pump:
             self._release_fds()
 
     def _release_fds(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            try:
+        """Close the wake pipe and the selector, once."""
+        with self._lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        for fd in fds:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
         self._sel.close()
 
     def _take_new(self) -> None:
@@ -212,7 +217,7 @@ class Pump:
         while incoming:
             h = incoming.popleft()
             if h.cancelled:
-                self._end(h, TaskCancelled(f"task {h.job.label} was cancelled"))
+                self._end(h, _cancelled(h))
             else:
                 h.wait_until = time.monotonic() + self.pool.acquire_timeout
                 self._waiting.append(h)
@@ -225,7 +230,7 @@ class Pump:
                 w.kill()  # its channel closes: _gone ends the job
             elif h in self._waiting:
                 self._waiting.remove(h)
-                self._end(h, TaskCancelled(f"task {h.job.label} was cancelled"))
+                self._end(h, _cancelled(h))
 
     def _place(self) -> None:
         waiting, pool = self._waiting, self.pool
@@ -310,9 +315,8 @@ class Pump:
 
     def _gone(self, w: WorkerProcess, h: ProcessJob) -> None:
         """The worker's channel closed: it died (or was killed) while it held ``h``."""
-        w.broken = True
+        death = w.death()  # before the pool's discard closes the start-up pipe that says why it failed
         self._let_go(w, h)
-        death = w.death()
         if death.before_job and h.tries == 0 and not h.cancelled and not self._closing:
             h.tries += 1  # it never reached the worker: once more, elsewhere
             self._close_pipes(h)
@@ -320,7 +324,7 @@ class Pump:
             h.wait_until = time.monotonic() + self.pool.acquire_timeout
             self._waiting.appendleft(h)
             return
-        h.error = TaskCancelled(f"task {h.job.label} was cancelled") if h.cancelled else death
+        h.error = _cancelled(h) if h.cancelled else death
         self._after_work(h)
 
     def _let_go(self, w: WorkerProcess, h: ProcessJob) -> None:
@@ -386,11 +390,8 @@ class Pump:
     def _finish(self, h: ProcessJob) -> None:
         self._close_pipes(h)
         h.decoder.finish()
-        if h.error is not None:
-            self._end(h, h.error)
-            return
-        if h.cancelled:
-            self._end(h, TaskCancelled(f"task {h.job.label} was cancelled"))
+        if h.error is not None or h.cancelled:
+            self._end(h, h.error or _cancelled(h))
             return
         reply = h.reply
         assert reply is not None
@@ -399,16 +400,15 @@ class Pump:
         except BaseException as e:  # the job's own error, rebuilt here
             self._end(h, e)
             return
-        h.done = True
-        h.payload = None
-        h.events.finished(value=value)
+        self._end(h, value=value)
 
-    def _end(self, h: ProcessJob, error: BaseException) -> None:
+    def _end(self, h: ProcessJob, error: BaseException | None = None, value: Any = None) -> None:
+        """Report the job's end, once."""
         if h.done:
             return
         h.done = True
         h.payload = None
-        h.events.finished(error=error)
+        h.events.finished(value=value, error=error)
 
     def _refuse_waiting(self, error: WorkerDied | None = None) -> None:
         waiting = self._waiting
@@ -429,7 +429,7 @@ class Pump:
         clocks = [h.drain_until for h in self._draining if h.drain_until is not None]
         if self._waiting:
             clocks.append(self._waiting[0].wait_until or 0.0)
-            clocks.append(time.monotonic() + 0.1)  # a worker freed by another executor's job
+            clocks.append(time.monotonic() + 0.1)  # room made by a resize of the pool (nothing wakes us for it)
         if self._closing:
             clocks.append(self._close_by)
         if not clocks:
@@ -450,11 +450,15 @@ class Pump:
                 "cancel a process task or resize the pool"))
 
     def _drain_wake(self) -> None:
-        try:
+        try:  # (the pump thread alone closes the pipe: its read end is still open here)
             while os.read(self._wake_r, 4096):
                 pass
         except (BlockingIOError, OSError):
             pass
+
+
+def _cancelled(h: ProcessJob) -> TaskCancelled:
+    return TaskCancelled(f"task {h.job.label} was cancelled")
 
 
 def _send_frame(w: WorkerProcess, msg: dict[str, Any], w_out: int, w_err: int) -> None:
