@@ -1,8 +1,8 @@
 """What a job that leaves the kernel's process carries there and back, the same for every backend that has one.
 
-``pickle_runner`` is how a runner travels; ``one_line`` and ``type_name``
-are used on the worker side to describe an error; ``remote_exception``
-rebuilds it in the kernel: the original exception
+``pickle_runner`` is how a runner travels, ``reply_outcome`` what its reply
+means; ``one_line`` and ``type_name`` are used on the worker side to describe
+an error; ``remote_exception`` rebuilds it in the kernel: the original exception
 when it can be unpickled here, else a ``RemoteError``, carrying the worker's
 traceback text as ``remote_traceback`` either way.
 """
@@ -49,6 +49,28 @@ def pickle_runner(runner: Runner, where: str) -> bytes:
         raise SpecError(f"the task cannot be sent to {where}: {one_line(e)}") from None
 
 
+def reply_outcome(reply: dict[str, Any], where: str) -> Any:
+    """The value a worker's ``done`` reply carries, or raise what its ``error`` or ``failed`` reply says.
+
+    ``where`` names the worker for a value that cannot be loaded here ('the worker process').
+    """
+    import cloudpickle
+
+    from ..errors import RemoteTraceback, ResultError
+
+    op = reply["op"]
+    if op == "done":
+        try:
+            return cloudpickle.loads(reply["value"])
+        except Exception as e:
+            raise ResultError(f"the result of {where} cannot be loaded here: {one_line(e)}") from None
+    if op == "error":
+        raise remote_exception(reply) from RemoteTraceback(reply.get("traceback") or "")
+    if reply.get("stage") == "result":
+        raise ResultError(reply["message"])
+    raise SpecError(reply["message"])
+
+
 def remote_exception(reply: dict[str, Any]) -> BaseException:
     """The exception an ``{"op": "error", ...}`` reply describes, with its ``remote_traceback``."""
     import cloudpickle
@@ -75,4 +97,4 @@ def remote_exception(reply: dict[str, Any]) -> BaseException:
     return exc
 
 
-__all__ = ["one_line", "pickle_runner", "remote_exception", "type_name"]
+__all__ = ["one_line", "pickle_runner", "remote_exception", "reply_outcome", "type_name"]

@@ -45,14 +45,12 @@ import cloudpickle
 
 from ...errors import (
     CommandFailed,
-    RemoteTraceback,
-    ResultError,
     SpecError,
     TaskCancelled,
     WorkerDied,
 )
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
-from ..remote import one_line, pickle_runner, remote_exception
+from ..remote import one_line, pickle_runner, reply_outcome
 from .worker import cancel_job, run_job
 
 log = logging.getLogger("ttasks_ipy")
@@ -479,11 +477,6 @@ def _dask_error(exc: BaseException | None) -> BaseException:
 def _outcome(reply: dict[str, Any]) -> Any:
     """The value of a reply, or raise what it says."""
     op = reply["op"]
-    if op == "done":
-        try:
-            return cloudpickle.loads(reply["value"])
-        except Exception as e:
-            raise ResultError(f"the result of the Dask worker cannot be loaded here: {one_line(e)}") from None
     if op == "cancelled":
         raise TaskCancelled("cancelled")
     if op == "command_failed":
@@ -494,12 +487,7 @@ def _outcome(reply: dict[str, Any]) -> Any:
             except Exception:
                 result = None
         raise CommandFailed(reply["message"], result)
-    if op == "error":
-        raise remote_exception(reply) from RemoteTraceback(reply.get("traceback") or "")
-    if reply.get("stage") == "result":
-        raise ResultError(reply["message"])
-    raise SpecError(reply["message"])
-
+    return reply_outcome(reply, "the Dask worker")
 
 
 __all__ = ["DaskBackend", "DaskJob"]

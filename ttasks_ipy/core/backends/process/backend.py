@@ -1,6 +1,6 @@
 """``ProcessBackend``: jobs in our worker processes (``WorkerPool``), one implementation of ``Backend``.
 
-A job's runner is pickled with cloudpickle and sent to an idle worker with
+A job's runner is pickled (``pickle_runner``) and sent to an idle worker with
 the kernel's working directory, ``sys.path`` and environment (each sent only
 when it changed since that worker last got it). One kernel thread (the
 ``Pump``) sends the jobs and streams every running job's stdout and stderr
@@ -16,12 +16,9 @@ import os
 import sys
 from typing import Any
 
-import cloudpickle
-
-from ...errors import RemoteTraceback, ResultError, SpecError
 from ...spec import Runner
 from ..base import Backend, BackendStats, Job, JobEvents, JobHandle
-from ..remote import one_line, pickle_runner, remote_exception
+from ..remote import pickle_runner, reply_outcome
 from .pool import WorkerPool
 from .pump import ProcessJob, Pump
 
@@ -69,18 +66,7 @@ def _surroundings() -> dict[str, Any]:
 
 
 def _outcome(reply: dict[str, Any]) -> Any:
-    op = reply["op"]
-    if op == "done":
-        try:
-            return cloudpickle.loads(reply["value"])
-        except Exception as e:
-            raise ResultError(f"the result of the worker process cannot be loaded here: {one_line(e)}") from None
-    if op == "error":
-        exc = remote_exception(reply)
-        raise exc from RemoteTraceback(reply.get("traceback") or "")
-    if reply.get("stage") == "result":
-        raise ResultError(reply["message"])
-    raise SpecError(reply["message"])
+    return reply_outcome(reply, "the worker process")
 
 
 __all__ = ["ProcessBackend"]
