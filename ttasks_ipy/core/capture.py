@@ -18,7 +18,8 @@ from typing import Any
 
 
 class _ThreadState(threading.local):
-    """This thread's routing: its task's context and sink (None outside a routed block), its install depth."""
+    """This thread's routing: its task's context (None outside a routed block), the sink made by its
+    first write, its install depth."""
 
     ctx: Any = None
     sink: Any = None
@@ -47,8 +48,11 @@ class _Router:
     def write(self, s: str) -> int:
         sink = _local.sink
         if sink is None:
-            self._dirty = True
-            return self._original.write(s)
+            ctx = _local.ctx
+            if ctx is None:
+                self._dirty = True
+                return self._original.write(s)
+            sink = _local.sink = _Coalescer(ctx)  # the block's first write: its sink is made now
         if s.__class__ is not str and not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         # the hot path of a printing task, inlined: one append, no lock, one test (see _Coalescer)
@@ -143,7 +147,7 @@ def remove_hook(hook: Callable[[Any], contextlib.AbstractContextManager[Any]]) -
 class route:  # noqa: N801 - used as a function: ``with route(ctx):``
     """Send this thread's standard-stream writes to ``ctx.output`` inside the block (and enter the hooks)."""
 
-    __slots__ = ("ctx", "sink", "previous", "stack")
+    __slots__ = ("ctx", "previous", "stack")
 
     def __init__(self, ctx: Any) -> None:
         self.ctx = ctx
@@ -151,8 +155,7 @@ class route:  # noqa: N801 - used as a function: ``with route(ctx):``
 
     def __enter__(self) -> None:
         self.previous = _local.ctx, _local.sink
-        sink = self.sink = _Coalescer(self.ctx)
-        _local.ctx, _local.sink = self.ctx, sink
+        _local.ctx, _local.sink = self.ctx, None  # the sink is made by the first write (most blocks write nothing)
         if _hooks:
             stack = self.stack = contextlib.ExitStack()
             for hook in list(_hooks):
@@ -169,7 +172,9 @@ class route:  # noqa: N801 - used as a function: ``with route(ctx):``
                 return bool(self.stack.__exit__(*exc))
             return False
         finally:
-            self.sink.flush()  # everything written reaches the task before it ends
+            sink = _local.sink  # this block's (an inner block put back what it found)
+            if sink is not None:
+                sink.flush()  # everything written reaches the task before it ends
             _local.ctx, _local.sink = self.previous
 
 
@@ -182,7 +187,10 @@ def write(stream: str, text: str) -> bool:
     """Write ``text`` to this thread's task's ``stream``, in order with its prints; False if not routed."""
     sink = _local.sink
     if sink is None:
-        return False
+        ctx = _local.ctx
+        if ctx is None:
+            return False
+        sink = _local.sink = _Coalescer(ctx)
     sink.write(stream, text)
     return True
 

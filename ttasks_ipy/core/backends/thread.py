@@ -92,6 +92,12 @@ class ThreadBackend(Backend):
         me = _Worker()
         with self._lock:
             self._workers.add(me)
+
+        def free() -> None:  # this thread takes work again from here (once per job: ``busy`` says if it was)
+            if me.busy:
+                me.busy = False
+                idle.append(None)
+
         capture.install()
         try:
             while True:
@@ -105,14 +111,6 @@ class ThreadBackend(Backend):
                         continue  # a submit claimed them all: its job is on the way
                 if item is _STOP:
                     break
-                freed = [False]
-
-                def free(freed: list[bool] = freed) -> None:  # this thread takes work again from here
-                    if not freed[0]:
-                        freed[0] = True
-                        me.busy = False
-                        idle.append(None)
-
                 try:
                     me.busy = True
                     me.jobs += 1

@@ -17,6 +17,7 @@ import linecache
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import CoroutineType
 from typing import Any
 
 from .. import capture
@@ -168,7 +169,7 @@ class PythonRunner(Runner):
         g.setdefault("__builtins__", TASK_BUILTINS)
         g.setdefault("__name__", "__main__")
         body = self.body
-        value = _run_interruptibly(ctx, lambda: eval(body.code, g), body.is_async)
+        value = _run_interruptibly(ctx, eval, (body.code, g), None, body.is_async)
         self.assigned = {n: dict.__getitem__(g, n) for n in body.assigns if dict.__contains__(g, n)}
         return value if body.is_expression else dict(self.assigned)
 
@@ -180,8 +181,10 @@ def single_assigned(value: Any, is_expression: bool, assigns: Sequence[str]) -> 
     return value
 
 
-def _run_interruptibly(ctx: TaskContext, call: Any, is_async: bool | None) -> Any:
-    """Run ``call()`` with its output routed to the task and a cancel raising in this thread.
+def _run_interruptibly(
+    ctx: TaskContext, fn: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, is_async: bool | None,
+) -> Any:
+    """Run ``fn(*args, **kwargs)`` with its output routed to the task and a cancel raising in this thread.
 
     ``is_async``: the value is a coroutine to run on a loop of its own (None: if it is one).
     """
@@ -189,8 +192,8 @@ def _run_interruptibly(ctx: TaskContext, call: Any, is_async: bool | None) -> An
     guard = Interruptible(ctx)
     try:
         with capture.route(ctx), guard:
-            value = call()
-            if is_async or (is_async is None and inspect.iscoroutine(value)):
+            value = fn(*args, **kwargs) if kwargs else fn(*args)
+            if is_async or (is_async is None and isinstance(value, CoroutineType)):
                 value = _run_coroutine(value, ctx, guard)
         return value
     except AsyncCancel:
@@ -226,6 +229,8 @@ class Interruptible:
     Registered on the context with ``on_cancel``; a body that runs a coroutine
     is cancelled through its loop instead.
     """
+
+    __slots__ = ("ctx", "tid", "lock", "inside", "sent", "async_mode", "loop", "_unregister")
 
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
@@ -305,4 +310,4 @@ class CallRunner(Runner):
         return f"{getattr(self.fn, '__qualname__', repr(self.fn))}(...)"
 
     def run(self, ctx: TaskContext) -> Any:
-        return _run_interruptibly(ctx, lambda: self.fn(*self.args, **self.kwargs), None)
+        return _run_interruptibly(ctx, self.fn, self.args, self.kwargs, None)
