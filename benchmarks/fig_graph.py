@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from .harness import Result, Stats, log, settled
+from .harness import Result, Stats, fresh, log, settled
 
 WORKERS = 4
 
@@ -59,6 +59,7 @@ def _dask(shape: str, n: int, sync: bool = False) -> float:
 
     d = _dsk(shape, n)
     keys = list(d)
+    fresh()
     t0 = time.perf_counter()
     if sync:
         dask.get(d, keys)
@@ -73,7 +74,7 @@ def run(quick: bool) -> list[Result]:
     per_task: dict[tuple[str, int], tuple[float, float]] = {}
     for shape in ("chain", "fanout"):
         for n in sizes:
-            reps = 1 if quick else (2 if n >= 10_000 else 3)
+            reps = 1 if quick else 3
             log(f"  3: {shape} of {n} x {reps}")
             ours, starts, dsk, sync = [], [], [], []
             for _ in range(reps):

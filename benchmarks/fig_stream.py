@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from .harness import Result, Stats, log, settled
+from .harness import Result, Stats, fresh, log, settled
 from .kernel import Kernel
 
 LINE = "benchmark output line 0123456789 abcdefghijklmnopqrstuvwxyz"
@@ -119,6 +119,7 @@ def _print_flood(lines: int) -> tuple[float, float]:
             raise RuntimeError(f"print task failed: {t.error}")
     finally:
         ex.shutdown()
+    fresh()
     sink = io.StringIO()
     th = threading.Thread(target=body, args=(sink,))
     t0 = time.perf_counter()

@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 
-from .harness import Result, Stats, log, settled, skipped
+from .harness import Result, Stats, fresh, log, settled, skipped
 
 WORKERS = 4
 
@@ -65,6 +65,7 @@ def _ours_sync(n: int) -> float:
 
 
 def _thread_each(n: int) -> float:
+    fresh()
     t0 = time.perf_counter()
     for _ in range(n):
         t = threading.Thread(target=noop)
@@ -74,6 +75,7 @@ def _thread_each(n: int) -> float:
 
 
 def _tpe_each(n: int) -> float:
+    fresh()
     with ThreadPoolExecutor(1) as pool:
         t0 = time.perf_counter()
         for _ in range(n):
@@ -82,6 +84,7 @@ def _tpe_each(n: int) -> float:
 
 
 def _tpe(n: int, fn=noop) -> float:
+    fresh()
     with ThreadPoolExecutor(WORKERS) as pool:
         t0 = time.perf_counter()
         fs = [pool.submit(fn) for _ in range(n)]
@@ -94,6 +97,7 @@ def _bjm(n: int) -> float:
     from IPython.lib.backgroundjobs import BackgroundJobManager
 
     InteractiveShell.instance()  # BackgroundJobManager formats tracebacks through the running shell
+    fresh()
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per job
         jobs = BackgroundJobManager()
         t0 = time.perf_counter()
@@ -155,6 +159,7 @@ def _raw_bash(n: int) -> float:
         subprocess.run(["bash", "-c", "true"], stdin=subprocess.DEVNULL, capture_output=True,
                        start_new_session=True, check=True)
 
+    fresh()
     with ThreadPoolExecutor(WORKERS) as pool:
         t0 = time.perf_counter()
         list(pool.map(one, range(n)))

@@ -111,6 +111,18 @@ def interleave(fns: dict[str, Callable[[], float]], n: int, warmup: int = 1) -> 
 
 
 # ---- the machine -----------------------------------------------------------
+def fresh() -> None:
+    """Start a timed repeat with no garbage left by the ones before it (ours and baselines alike).
+
+    An executor and its tasks refer to each other, so the executor of an
+    earlier repeat, with its 10,000 tasks, is freed only by a full collection
+    of the cyclic garbage collector; left alone, that collection falls inside
+    a later repeat (of either side) and costs it several µs per task. A
+    kernel's executor lives for the session and is never such garbage.
+    """
+    gc.collect()
+
+
 def settled(ex: Any, timeout: float = 5.0) -> Any:
     """Return the executor ``ex`` once its helper processes (reaper, supervisor) have booted.
 
@@ -118,7 +130,8 @@ def settled(ex: Any, timeout: float = 5.0) -> Any:
     milliseconds of CPU to boot; on two cores that boot would fall inside a
     short measurement. A kernel's executor lives for the session, so figures
     that make one per repeat wait for this first: each helper is asleep and its
-    CPU time stopped growing (read from /proc; bounded by ``timeout``).
+    CPU time stopped growing (read from /proc; bounded by ``timeout``). The
+    garbage of earlier repeats is collected last (``fresh``).
     """
     pids = [p for p in (ex.reaper.pid, ex.supervisor.pid) if p]
     deadline = time.monotonic() + timeout
@@ -138,6 +151,7 @@ def settled(ex: Any, timeout: float = 5.0) -> Any:
         if now == last and all(state in ("S", "gone") for _, state in now):
             break
         last = now
+    fresh()
     return ex
 
 
