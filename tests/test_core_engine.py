@@ -449,3 +449,53 @@ def test_a_command_that_starts_with_a_dash_is_a_command_not_a_shell_option(ex):
     assert t.wait(10)
     assert "-x: command not found" in t.result.stderr
     assert t.result.output == "after\n"
+
+
+def test_every_event_record_is_the_full_snapshot_of_its_moment(monkeypatch):
+    """A change builds its record from the last one (the fields it moved); it must equal a full snapshot."""
+    from ttasks_ipy.core.task import Task
+
+    change, checked = Task._change, []
+
+    def checking(self, *args, **kwargs):
+        ev = change(self, *args, **kwargs)  # still under the task's lock: nothing else moved meanwhile
+        assert ev.record == self._snapshot(), (ev.kind, ev.record, self._snapshot())
+        checked.append(ev.kind)
+        return ev
+
+    monkeypatch.setattr(Task, "_change", checking)
+    e = Executor(max_workers=2, grace=0.5)
+    try:
+        gate = threading.Event()
+
+        def report() -> int:
+            ctx = current_task()
+            ctx.progress(40, "half")
+            gate.wait(10)
+            return 1
+
+        tasks = [
+            e.submit(TaskSpec(CallRunner(report), name="progress")),
+            e.submit(py("1 / 0")),
+            e.submit(bash("echo out; exit 3")),
+            e.submit(bash("sleep 30", timeout=0.3)),
+            e.submit(bash("exit 1", retries=1, backoff=0)),
+            e.submit(bash("sleep 30", name="queued_then_cancelled")),
+        ]
+        blocked = e.submit(bash("true"), after=[tasks[1]])
+        wait_until(lambda: tasks[0].progress == (40, "half"), 10)
+        tasks[5].cancel()
+        gate.set()
+        e.wait([*tasks, blocked], timeout=30)
+        running = e.submit(bash("sleep 30"))
+        wait_until(lambda: running.status == "running", 10)
+        running.cancel()
+        e.wait([running], timeout=10)
+        e.reset(tasks[0])
+        e.release(tasks[0])
+        gate.set()
+        e.wait([tasks[0]], timeout=10)
+    finally:
+        e.shutdown()
+    assert {EventKind.STARTED, EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.BLOCKED,
+            EventKind.QUEUED, EventKind.PENDING} <= set(checked)

@@ -50,6 +50,10 @@ _EVENT_FOR_STATE = {
 _RUNNING = TaskState.RUNNING
 _WORD = {s: s.value for s in TaskState}
 _new_record = tuple.__new__
+_STATE, _STATUS, _REASON, _ATTEMPT, _STARTED, _FINISHED, _WHERE, _ERROR = (
+    TaskRecord._fields.index(f)
+    for f in ("state", "status", "reason", "attempt", "started", "finished", "where", "error")
+)
 _new_event = tuple.__new__
 _NO_VALUE = object()
 Publish = Callable[[TaskEvent], None]
@@ -111,6 +115,7 @@ class Task:
         self._lock = threading.Lock()
         self.state = TaskState.PENDING
         self.output_buffer = output
+        self._folder = output.folder
         self.created = time.time()
 
     # ---- reading -------------------------------------------------------
@@ -187,21 +192,25 @@ class Task:
 
     def _snapshot(self) -> TaskRecord:
         spec = self.spec
-        if self._description is None:
-            self._description = spec.runner.describe()
-        pct, msg = self.progress
+        description = self._description
+        if description is None:
+            description = self._description = spec.runner.describe()
         state = self.state
         if state in _TERMINAL:
             error = self.error
             error = error.splitlines()[0] if error else None
+            status = _WORD[state]
         else:
             error = None
-        status = "stalled" if (self.stalled and state is _RUNNING) else _WORD[state]
+            status = "stalled" if (self.stalled and state is _RUNNING) else _WORD[state]
+        pct, msg = self.progress
+        blocked = self.blocked_by
         # tuple.__new__: the named tuple's own __new__ is a Python function, and this runs per event
         return _new_record(TaskRecord, (
-            self.id, self.name, self.kind, self._description, state, status, self.reason,
+            self.id, self.name, self.kind, description, state, status, self.reason,
             self.attempt, spec.retries, self.created, self.started, self.finished, pct, msg, spec.backend,
-            self.where, self.output_buffer.folder, tuple(self.blocked_by), self.delivered, error,
+            self.where, self._folder, blocked if blocked.__class__ is tuple else tuple(blocked), self.delivered,
+            error,
         ))
 
     # ---- acting --------------------------------------------------------
@@ -343,7 +352,21 @@ class Task:
             self.finished = now
             if reason is not None:
                 self.reason = reason
-        rec = self._record = self._snapshot()
+        prev = self._record
+        if prev is not None and (new is _RUNNING or (old is _RUNNING and new in _TERMINAL)):
+            # the two changes of every attempt: the last record with the fields the change moved
+            # (every other field's writer drops the record, so one kept is up to date but for these)
+            f = list(prev)
+            f[_STATE], f[_STATUS] = new, _WORD[new]
+            if new is _RUNNING:
+                f[_ATTEMPT], f[_STARTED], f[_WHERE] = self.attempt, self.started, None
+            else:
+                error = self.error
+                f[_REASON], f[_FINISHED], f[_ERROR] = self.reason, now, error.splitlines()[0] if error else None
+            rec = _new_record(TaskRecord, f)
+        else:
+            rec = self._snapshot()
+        self._record = rec
         return _new_event(TaskEvent, (_EVENT_FOR_STATE[new], self, self.attempt, now, data, rec))
 
     # ---- facts of the running attempt, for executors ---------------------
