@@ -155,6 +155,7 @@ class Executor:
         self.file_cap = file_cap
         self.keep_tasks = keep_tasks
         self.bus = bus or EventBus()
+        self._emit = self.bus.publish  # (one bound method for every event)
         self.timers = Timers()
         self.reaper = Reaper(grace)
         self._grace = grace
@@ -399,7 +400,7 @@ class Executor:
             self._free(attempt, forget=True)  # the slot or service place, once
             return
         attempt.number = ev.attempt
-        end_held = task.publish_claim(ev, self.bus.publish)
+        end_held = task.publish_claim(ev, self._emit)
         if task.state.terminal:  # cancelled while it started: never submit
             attempt.over = True
             self._free(attempt, forget=True, slot=False)
@@ -462,7 +463,7 @@ class Executor:
             self._free(attempt, forget=True, slot=False)
             return
         # the end is published before the slot goes to the next task (see _settle)
-        task.publish_in_order(ev, self.bus.publish)
+        task.publish_in_order(ev, self._emit)
         self._free(attempt, forget=True)
         self._finished_ids.append(task.id)
         task.notify_done()
@@ -478,7 +479,7 @@ class Executor:
             attempt.over = True
             if attempt.timer is not None:
                 attempt.timer.cancel()
-        published = task.publish_in_order(ev, self.bus.publish)
+        published = task.publish_in_order(ev, self._emit)
         if attempt is not None:
             running = task.claimed_by is attempt
             if running and not attempt.stopped and not attempt.ended:
@@ -498,7 +499,7 @@ class Executor:
             return False
         attempt.over = True
         delay = min(task.spec.backoff * 2.0 ** min(attempt.number - 1, 60), MAX_SECONDS)
-        publish = self.bus.publish
+        publish = self._emit
         publish(ev)  # the requeue's events first; a cancel landing meanwhile is held until they are out
         publish(TaskEvent(EventKind.RETRYING, task, attempt.number, time.time(),
                           {"delay": delay, "reason": reason}, task.record()))
@@ -796,7 +797,7 @@ class Executor:
 
     def _publish(self, ev: TaskEvent | None) -> None:
         if ev is not None:
-            ev.task.publish_in_order(ev, self.bus.publish)
+            ev.task.publish_in_order(ev, self._emit)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

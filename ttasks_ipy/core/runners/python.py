@@ -244,8 +244,7 @@ class Interruptible:
 
     def __enter__(self) -> Interruptible:
         self.ctx.check()
-        with self.lock:
-            self.inside = True
+        self.inside = True  # (no lock: ``interrupt`` can run only from the registration below on)
         self._unregister = self.ctx.on_cancel(self.interrupt)
         return self
 
