@@ -274,49 +274,89 @@ def test_interrupt_does_not_reach_tasks(fresh_kernel):
     k.run("h.cancel()")
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _idle_until(k: Any, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+    """The messages sent while idle, up to and with the first that satisfies ``predicate`` (bounded)."""
+    seen: list[dict[str, Any]] = []
+    k.wait_for_idle_message(lambda m: seen.append(m) or predicate(m), timeout)
+    return seen
+
+
 def test_with_widgets_the_card_shows_and_the_result_arrives_while_idle():
     k = start_kernel(widgets=True)
     try:
         r = k.run("%bg -n carded -o rw !sleep 0.3; echo w")
         shown = [m for m in r.messages if m["msg_type"] == "display_data"]
-        assert len(shown) == 1 and "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
-        assert shown[0]["content"]["data"]["text/plain"] == "[bg] carded → rw started (bash): !sleep 0.3; echo w"
-        # no cell runs: the card's own update says what was delivered, and by then rw is in the namespace
-        k.wait_for_idle_message(
-            lambda m: m["msg_type"] == "comm_msg" and "delivered" in json.dumps(m["content"]) and "rw" in
-            json.dumps(m["content"]), 10)
+        assert len(shown) == 1 and shown[0]["content"]["data"]["text/plain"] == (
+            "[bg] carded → rw started (bash): !sleep 0.3; echo w")
+        assert WIDGET_VIEW not in shown[0]["content"]["data"]  # its start as HTML, until the cell is answered
+        # no cell runs: the card goes live, then its own update says what was delivered (rw is in the namespace)
+        seen = _idle_until(k, lambda m: m["msg_type"] == "comm_msg" and "delivered" in json.dumps(m["content"])
+                           and "rw" in json.dumps(m["content"]))
+        assert any(m["msg_type"] == "update_display_data" and WIDGET_VIEW in m["content"]["data"] for m in seen)
         r = k.run("print('rw' in globals(), rw.output)")
         assert r.stdout.startswith("True w")
     finally:
         stop_kernel(k)
 
 
-def _opened(r: Any) -> list[str]:
-    """The widget models a cell opened, by model name, in order."""
-    return [m["content"]["data"]["state"]["_model_name"] for m in r.messages if m["msg_type"] == "comm_open"]
+SHARED = {"LayoutModel", "HTMLStyleModel", "ButtonStyleModel"}  # made once per kernel, shared by every card
 
 
-def test_a_card_gets_its_cancel_button_at_the_cell_end_only_while_its_task_runs():
+def _opened(messages: list[dict[str, Any]]) -> list[str]:
+    """The widget models of a card's own opened among ``messages``, by model name, in order."""
+    return [m["content"]["data"]["state"]["_model_name"] for m in messages if m["msg_type"] == "comm_open"
+            and m["content"]["data"]["state"]["_model_name"] not in SHARED]
+
+
+def _live_row(messages: list[dict[str, Any]]) -> None:
+    """``messages`` open a card's HTML, button and the row around both, and show the card as that row."""
+    assert _opened(messages) == ["HTMLModel", "ButtonModel", "HBoxModel"]
+    opens = {m["content"]["data"]["state"]["_model_name"]: m["content"] for m in messages
+             if m["msg_type"] == "comm_open" and m["content"]["data"]["state"]["_model_name"] not in SHARED}
+    assert opens["HBoxModel"]["data"]["state"]["children"] == [
+        "IPY_MODEL_" + opens["HTMLModel"]["comm_id"], "IPY_MODEL_" + opens["ButtonModel"]["comm_id"]]
+    views = [m["content"]["data"][WIDGET_VIEW]["model_id"] for m in messages
+             if m["msg_type"] == "update_display_data" and WIDGET_VIEW in m["content"]["data"]]
+    assert views == [opens["HBoxModel"]["comm_id"]]
+
+
+def test_a_card_opens_its_widgets_once_its_cell_is_answered_only_while_its_task_runs():
     k = start_kernel(widgets=True)
     try:
         k.run("%config TTasks.notices = False")
         running = "h = %bg !sleep 30\nimport time\nwhile h.status != 'running': time.sleep(0.01)"
-        k.run(running)  # the shared layouts and styles are open from here on
+        k.run(running)
+        _idle_until(k, lambda m: m["msg_type"] == "update_display_data")
         k.run("h.cancel()")
         r = k.run(running)
-        assert _opened(r) == ["HTMLModel", "ButtonModel", "HBoxModel"]  # the button and its row at the cell's end
-        opens = {m["content"]["data"]["state"]["_model_name"]: m for m in r.messages if m["msg_type"] == "comm_open"}
-        html_id, row = opens["HTMLModel"]["content"]["comm_id"], opens["HBoxModel"]["content"]
-        assert row["data"]["state"]["children"] == ["IPY_MODEL_" + html_id,
-                                                   "IPY_MODEL_" + opens["ButtonModel"]["content"]["comm_id"]]
-        views = [m["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] for m in r.messages
-                 if m["msg_type"] in ("display_data", "update_display_data")]
-        assert views == [html_id, row["comm_id"]]  # the card's display: its HTML, then its row
+        assert _opened(r.messages) == []  # the cell shows the card's start as HTML
+        _live_row(_idle_until(k, lambda m: m["msg_type"] == "update_display_data"))
         k.run("h.cancel()")
         r = k.run("q = %bg 1\nq.wait(10)")
-        assert _opened(r) == ["HTMLModel"]  # ended within its cell: its end replaces the card
+        assert _opened(r.messages) == []  # ended within its cell: its end replaces the card, no widget opens
         r = k.run("%bg --list")
-        assert _opened(r) == []
+        assert _opened(r.messages + k.drain_idle(0.5)) == []
+    finally:
+        stop_kernel(k)
+
+
+def test_a_card_goes_live_while_the_long_cell_that_dispatched_it_still_runs():
+    k = start_kernel(widgets=True)
+    try:
+        k.run("%config TTasks.notices = False")
+        # the cell goes on working for three seconds after the dispatch (the scenario, not a synchronisation)
+        r = k.run("h = %bg !sleep 30\nimport time\ntime.sleep(3)")
+        _live_row(r.messages)
+        html = next(m["content"]["comm_id"] for m in r.messages if m["msg_type"] == "comm_open"
+                    and m["content"]["data"]["state"]["_model_name"] == "HTMLModel")
+        opened_at = next(i for i, m in enumerate(r.messages) if m["msg_type"] == "comm_open"
+                         and m["content"]["comm_id"] == html)
+        ticks = [m for m in r.messages[opened_at:] if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == html]
+        assert ticks  # live: its clock went on ticking within the cell
+        k.run("h.cancel()")
     finally:
         stop_kernel(k)
 

@@ -313,19 +313,21 @@ class TestCard:
             opened.clear()
             quick = ex.submit(TaskSpec(BashRunner("true")))
             quick.wait(5)
-            done = task_card(quick, up, cancel_later=True)
-            assert not done.add_cancel_button()  # its task ended: no button, ever
+            done = task_card(quick, up, live_later=True)
+            assert not done.go_live()  # its task ended: no widget, ever
+            assert done.mimebundle(ended=False).keys() == {"text/plain", "text/html"}  # its start as HTML
             gate = threading.Event()
             slow = ex.submit(TaskSpec(CallRunner(lambda: gate.wait(10)), name="slow"))
-            card = task_card(slow, up, cancel_later=True)
-            assert opened == ["HTML", "HTML"]  # each opens its HTML alone
-            view = card.mimebundle(ended=False)["application/vnd.jupyter.widget-view+json"]
-            assert view["model_id"] == card.html.model_id and repr(card).startswith("[bg] slow")
-            assert card.add_cancel_button() and not card.add_cancel_button()
-            assert opened[2:] == ["Button", "TaskCard"]  # the row opens with both children in its first state
+            card = task_card(slow, up, live_later=True)
+            assert opened == [] and not card.closed  # nothing opens at first
+            assert "application/vnd.jupyter.widget-view+json" not in card.mimebundle(ended=False)
+            assert repr(card).startswith("[bg] slow")
+            assert card.go_live() and not card.go_live()
+            assert opened == ["_LateHTML", "Button", "TaskCard"]  # the row opens with both children in their state
             assert card.children == (card.html, card.cancel_button)
             view = card.mimebundle(ended=False)["application/vnd.jupyter.widget-view+json"]
             assert view["model_id"] == card.model_id
+            assert "slow" in card.html.value
             assert card.cancel_button.layout.display != "none"
             gate.set()
             slow.wait(5)
@@ -333,7 +335,7 @@ class TestCard:
         finally:
             ipywidgets.Widget.open = original  # type: ignore[method-assign]
         assert card.cancel_button.layout.display == "none"
-        assert len(done.children) == 1 and opened.count("Button") == 1
+        assert len(done.children) == 1 and opened.count("Button") == 1 and done.closed
 
 
 @needs_widgets

@@ -12,6 +12,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core import EventKind, Executor, Runner, Task, TaskEvent, TaskSpec, TaskState
@@ -86,7 +87,8 @@ class Session:
         #: tasks shown with a card by the dispatching magic, and with a start line (widgets off)
         self._cards: set[int] = set()
         #: the cards shown in the running cell, still without their row and Cancel button
-        self._buttonless: list[Any] = []
+        self._not_live: list[Any] = []
+        self._cards_lock = threading.Lock()  # a card's going live and its end's display update, one at a time
         self._lines: set[int] = set()
         self.executor.add_wait_hook(self._after_wait)
         config.observe(self._on_config, names=list(LIVE_SETTINGS))
@@ -216,9 +218,9 @@ class Session:
         from .. import views
 
         card = views.task_card(task, self.updater, facts=self.dispatches.facts(task), at_dispatch=at_dispatch,
-                               cancel_later=True)
+                               live_later=True, ask_live=self._card_asks_live)
         self.displays.show(task.id, card)
-        self._buttonless.append(card)  # its Cancel button comes at the cell's end, if its task still runs
+        self._not_live.append(card)  # its widgets open at the cell's end, if its task still runs then
         if at_dispatch:
             self._cards.add(task.id)
 
@@ -301,7 +303,8 @@ class Session:
         own = tid is not None and tid in self.displays
         if own:
             # the displays show the end, and a notebook saved from now on keeps it, also where no widget is drawn
-            self.displays.update(tid, lambda shown: _ended(shown, notice), raw=True)
+            with self._cards_lock:
+                self.displays.update(tid, lambda shown: _ended(shown, notice), raw=True)
         if tid in self._cards:
             self.updater.refresh(obj)  # the card shows the final state and what was delivered
             if at_boundary and not self.shown_in_this_cell(obj):
@@ -398,11 +401,47 @@ class Session:
             self._boundary()
         finally:
             self.delivery.cell_running = False
-            cards, self._buttonless = self._buttonless, []
-            for card in cards:  # a task that ended within its cell never needs them (its end replaces the card)
-                task = card.task
-                if card.add_cancel_button() and task is not None:
-                    self.displays.update(task.id, lambda shown: shown.mimebundle(ended=False), raw=True)
+            cards, self._not_live = self._not_live, []
+            if cards:
+                self._when_idle(lambda: self._go_live(cards))
+
+    def _when_idle(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on the main thread once the running request is answered (at once without a kernel)."""
+        loop = getattr(self._kernel, "io_loop", None)
+        if loop is not None:
+            try:
+                loop.add_callback(fn)
+                return
+            except RuntimeError:
+                pass
+        fn()
+
+    def _go_live(self, cards: list[Any]) -> None:
+        """The cards of a cell that ended open their widgets, where their task still runs.
+
+        Done once the cell is answered: a task that ended by then never needs them (its end replaces
+        its card), and a Cancel click is handled only once the kernel is free anyway.
+        """
+        if self._closed:
+            return
+        for card in cards:
+            self._open_card(card)
+
+    def _card_asks_live(self, card: Any) -> None:
+        """From the updater's thread: a card's task has run a while in a cell that still runs; open it now."""
+        if self.delivery.cell_running and not self._closed:
+            self._open_card(card)
+
+    def _open_card(self, card: Any) -> None:
+        """Open ``card``'s widgets if its task still runs, and show it again as them.
+
+        Under the lock that delivery's end update takes too: whichever comes second shows last, and an
+        end never comes before the live view it replaces.
+        """
+        with self._cards_lock:
+            task = card.task
+            if card.go_live() and task is not None:
+                self.displays.update(task.id, lambda shown: shown.mimebundle(ended=False), raw=True)
 
     def answer(self, obj: Any, line: str) -> None:
         """Print a wait's answer about ``obj`` (its notice), noting that this cell said it."""

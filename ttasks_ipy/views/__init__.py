@@ -15,6 +15,7 @@ loaded on first use, so terminal IPython pays nothing for them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .facts import NO_FACTS, TaskFacts
@@ -44,16 +45,18 @@ def widgets_available() -> bool:
 
 
 def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> TaskCard:
+              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, live_later: bool = False,
+              ask_live: Callable[[TaskCard], None] | None = None) -> TaskCard:
     """A live card for ``task`` (create it on the main thread, then display it).
 
     ``at_dispatch``: its saved form is its start until ``card.mimebundle(ended=True)`` replaces it.
-    ``cancel_later``: its Cancel button comes from ``card.add_cancel_button()`` (a cell's end).
+    ``live_later``: its widgets open with ``card.go_live()`` (a cell's end); until then its display is
+    its start as HTML.
     """
     from .card import task_card as make
 
     return make(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch,
-                cancel_later=cancel_later)
+                live_later=live_later, ask_live=ask_live)
 
 
 def dashboard(executor: Executor, updater: Updater | None = None, *, rows: int = 25) -> Dashboard:

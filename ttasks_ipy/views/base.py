@@ -59,9 +59,31 @@ def cancel_style() -> widgets.ButtonStyle:
     )
 
 
-def html_widget(value: str, layout_name: str = "fill") -> widgets.HTML:
-    """An HTML widget on the shared layout and style."""
-    return widgets.HTML(value=value, layout=layout(layout_name), style=html_style())
+class _LateHTML(widgets.HTML):
+    """An HTML widget whose comm opens with ``open_late``, not when it is made."""
+
+    _late = True
+
+    def open(self) -> None:
+        if not self._late:
+            super().open()
+
+    def open_now(self) -> None:
+        """Open the comm now, with the state the widget has (once)."""
+        if self._late:
+            self._late = False
+            super().open()
+
+
+def html_widget(value: str, layout_name: str = "fill", *, late: bool = False) -> widgets.HTML:
+    """An HTML widget on the shared layout and style (``late``: its comm opens with ``open_late``)."""
+    return (_LateHTML if late else widgets.HTML)(value=value, layout=layout(layout_name), style=html_style())
+
+
+def open_late(widget: widgets.Widget) -> None:
+    """Open the comm of a ``late`` widget now, with the state it has (nothing for one already open)."""
+    if isinstance(widget, _LateHTML):
+        widget.open_now()
 
 
 def assign(widget: widgets.Widget, **traits: Any) -> int:
@@ -80,4 +102,4 @@ def is_closed(widget: widgets.Widget) -> bool:
     return widget.comm is None
 
 
-__all__ = ["assign", "cancel_style", "html_style", "html_widget", "is_closed", "layout"]
+__all__ = ["assign", "cancel_style", "html_style", "html_widget", "is_closed", "layout", "open_late"]

@@ -3,16 +3,19 @@
 Three widget models: a row (``HBox``) holding one ``HTML`` widget that draws
 the whole card (name, kind, status badge, clock, progress bar, output tail,
 reason) and a Cancel ``Button`` laid over its top-right corner. A card made
-with ``cancel_later`` opens as its HTML alone (one comm opening, and the
-display shows the HTML's view); ``add_cancel_button()`` opens the button and
-the row around both, and the caller shows the card again (its display now the
-row's view). The magics call it when the dispatching cell ends, for a task
-that still runs then: a cell whose task ended within it sends one comm
-opening, not three (the row and its button would be replaced by the card's
-ended form at once). While the task runs only the HTML changes, one message
-per update; when it ends, the HTML and the button (hidden) change once more.
-The card is rendered on the main thread when it is created and from then on
-only by the ``Updater``.
+with ``live_later`` opens no widget at all: its display is its start as HTML
+(what a saved notebook keeps anyway) until ``go_live()`` opens the three
+models, each with its state, and the caller shows the card again (its display
+now the row's view). The magics call it once the dispatching cell has been
+answered (the kernel's next idle moment), for a task that still runs then, or
+earlier when the card asks (``ask_live``, from the updater's thread) because
+its task has run for ``LIVE_AFTER`` seconds in a cell that still runs. A cell
+whose task ended within it sends no comm message at all: its card's ended form
+replaces the start at once, and a Cancel button is of use only once the kernel
+is free to handle its click, after the cell. While the task runs only the HTML
+changes, one message per update; when it ends, the HTML and the button
+(hidden) change once more. The card is rendered where it is created or opened
+and from then on only by the ``Updater``.
 
 Progress comes from ``ctx.progress()`` (PROGRESS events) or, when the task
 never reports any, from the last tqdm-style line of its output.
@@ -20,7 +23,9 @@ never reports any, from the last tqdm-style line of its output.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
@@ -54,6 +59,10 @@ if TYPE_CHECKING:
     from .updater import Updater
 
 
+#: seconds after which a ``live_later`` card of a running task asks to go live (its cell still runs)
+LIVE_AFTER = 0.5
+
+
 class TaskCard(widgets.HBox):
     """The live card of one task; create it on the main thread with ``task_card(task, updater)``."""
 
@@ -78,7 +87,8 @@ class TaskCard(widgets.HBox):
         return None if value is None else min(100.0, max(0.0, float(value)))
 
     def __init__(self, task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-                 facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> None:
+                 facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, live_later: bool = False,
+                 ask_live: Callable[[TaskCard], None] | None = None) -> None:
         self._facts = facts
         self._at_dispatch = at_dispatch
         self._task_ref = weakref.ref(task)
@@ -91,10 +101,12 @@ class TaskCard(widgets.HBox):
         status, percent, value = self._draw(task)
         self._button_lock = threading.Lock()
         self._button_shown = False
-        #: False while the row waits for its button: its comm opens with it (``open`` below)
-        self._row_open = not cancel_later
-        self._html = base.html_widget(value, "card_html")
-        self._button: widgets.Button | None = None if cancel_later else self._new_button(task)
+        #: False until the card's widgets are open (a ``live_later`` card: ``go_live``)
+        self._live = not live_later
+        self._ask_live = ask_live
+        self._made = time.monotonic()
+        self._html = base.html_widget(value, "card_html", late=live_later)
+        self._button: widgets.Button | None = None if live_later else self._new_button(task)
         super().__init__(
             children=(self._html,) if self._button is None else (self._html, self._button),
             layout=base.layout("card"),
@@ -124,14 +136,17 @@ class TaskCard(widgets.HBox):
         return task is None or task.state.terminal
 
     def open(self) -> None:
-        """Open the row's comm, unless it waits for its button (a ``cancel_later`` card)."""
-        if self._row_open:
+        """Open the row's comm, unless the card goes live later (a ``live_later`` card)."""
+        if self._live:
             super().open()
 
     @property
     def closed(self) -> bool:
-        """True once the widget was closed."""
-        return (self._row_open and base.is_closed(self)) or base.is_closed(self._html)
+        """True once the widget was closed (or, not live yet, once its task ended: it never will be)."""
+        if not self._live:
+            task = self._task_ref()
+            return task is None or task.state.terminal
+        return base.is_closed(self) or base.is_closed(self._html)
 
     def push(self) -> int:
         """Render the task's latest state; return the messages sent (0 when nothing changed).
@@ -142,6 +157,11 @@ class TaskCard(widgets.HBox):
         """
         task = self._task_ref()
         if task is None:
+            return 0
+        if not self._live:  # its widgets open with the state of their time; asked for once the task has run a while
+            ask = self._ask_live
+            if ask is not None and task.state.active and time.monotonic() - self._made >= LIVE_AFTER:
+                ask(self)
             return 0
         status, percent, value = self._draw(task)
         sent = base.assign(self._html, value=value)
@@ -318,11 +338,9 @@ class TaskCard(widgets.HBox):
             tail = [ansi.strip(line.text) for line in self._lines(task)]
             html = f'{THEME}<div class="ttasks-card" style="max-width:900px;margin:2px 0">{self.end_html(task)}</div>'
             return {"text/plain": text_view.end_text(task, self._facts, tail), "text/html": html}
-        if self._row_open:
-            data = super()._repr_mimebundle_()
-        else:  # the HTML's own view until the row opens
-            data = self._html._repr_mimebundle_()
-            data["text/plain"] = self._plain
+        if not self._live:  # its start as HTML until its widgets open
+            return {"text/plain": self._plain, "text/html": self.start_html(task)}
+        data = super()._repr_mimebundle_()
         data["text/html"] = self.start_html(task)
         return data
 
@@ -344,20 +362,21 @@ class TaskCard(widgets.HBox):
 
     @property
     def cancel_button(self) -> widgets.Button:
-        """The Cancel button (made now for a ``cancel_later`` card that has none yet)."""
-        button = self._button
-        return button if button is not None else self._add_button(self._task_ref())
+        """The Cancel button (the card goes live now if it was not yet)."""
+        task = self._task_ref()
+        self._open(task)
+        assert self._button is not None
+        return self._button
 
-    def add_cancel_button(self) -> bool:
-        """Give a ``cancel_later`` card its button (and row) if its task is still active.
+    def go_live(self) -> bool:
+        """Open a ``live_later`` card's widgets if its task is still active.
 
-        True if it got them now: the card must then be shown again, its display the row's view.
+        True if they opened now: the card must then be shown again, its display the row's view.
         """
         task = self._task_ref()
-        if self._button is not None or task is None or not task.state.active:
+        if self._live or task is None or not task.state.active:
             return False
-        self._add_button(task)
-        return True
+        return self._open(task)
 
     def _new_button(self, task: Task | None) -> widgets.Button:
         show = task is not None and task.state.active
@@ -372,16 +391,21 @@ class TaskCard(widgets.HBox):
         self._button_shown = show
         return button
 
-    def _add_button(self, task: Task | None) -> widgets.Button:
-        """Open the Cancel button and put it in the row, once (the updater may push meanwhile)."""
+    def _open(self, task: Task | None) -> bool:
+        """Open the HTML, the button and the row around both, each with its state now, once; True if now."""
         with self._button_lock:
-            if self._button is None:
-                self._button = self._new_button(task)
-                self.children = (self._html, self._button)
-                if not self._row_open:  # the row opens now, with both children in its first state
-                    super().open()
-                    self._row_open = True  # after: the updater's ``closed`` must never see it open without a comm
-            return self._button
+            if self._live:
+                return False
+            if task is not None:
+                status, percent, value = self._draw(task)
+                self._html.value = value  # (no comm yet: no message)
+                self.percent, self.status = percent, status
+            base.open_late(self._html)
+            self._button = self._new_button(task)
+            self.children = (self._html, self._button)
+            super().open()
+            self._live = True  # last: the updater pushes only to a card whose comms are all open
+            return True
 
     @property
     def html(self) -> widgets.HTML:
@@ -416,15 +440,19 @@ def _plain_line(task: Task, facts: TaskFacts = NO_FACTS) -> str:
 
 
 def task_card(task: Task, updater: Updater | None = None, *, tail_lines: int = 8,
-              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, cancel_later: bool = False) -> TaskCard:
+              facts: TaskFacts = NO_FACTS, at_dispatch: bool = True, live_later: bool = False,
+              ask_live: Callable[[TaskCard], None] | None = None) -> TaskCard:
     """A live card for ``task``, kept up to date by ``updater``; call on the main thread, then display it.
 
     ``at_dispatch``: shown by the magic that dispatched the task, so its saved form is its start
     until the kernel layer sends ``mimebundle(ended=True)`` (else a finished task is saved as it ended).
-    ``cancel_later``: no Cancel button until ``add_cancel_button()`` (the end of the dispatching cell).
+    ``live_later``: no widget opens until ``go_live()`` (the end of the dispatching cell); until then
+    the card's display is its start as HTML. ``ask_live(card)`` is called from the updater's thread
+    when such a card's task has run for ``LIVE_AFTER`` seconds and the card is not live yet (a long
+    cell dispatched it): the caller may open it then.
     """
     return TaskCard(task, updater, tail_lines=tail_lines, facts=facts, at_dispatch=at_dispatch,
-                    cancel_later=cancel_later)
+                    live_later=live_later, ask_live=ask_live)
 
 
 __all__ = ["TaskCard", "task_card"]
