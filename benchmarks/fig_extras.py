@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from .harness import Result, Stats, log, skipped
+from .harness import Result, Stats, children_quiet, log, skipped
 
 WORKERS = 4
 
@@ -64,6 +64,7 @@ def _warm_tasks(n: int) -> float:
     try:
         warm = [ex.submit(TaskSpec(PortablePython(body, {}), backend="process")) for _ in range(WORKERS * 2)]
         ex.wait(warm, timeout=60)
+        children_quiet()  # the workers and the executor's helpers have booted
         t0 = time.perf_counter()
         tasks = [ex.submit(TaskSpec(PortablePython(body, {}), backend="process")) for _ in range(n)]
         ex.wait(tasks, timeout=300)
@@ -80,6 +81,7 @@ def _warm_tasks(n: int) -> float:
 def _ppe_warm(n: int, method: str) -> float:
     with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context(method)) as p:
         list(p.map(int, range(WORKERS * 2)))
+        children_quiet()  # its workers have booted
         t0 = time.perf_counter()
         fs = [p.submit(noop) for _ in range(n)]
         for f in fs:

@@ -123,6 +123,40 @@ def fresh() -> None:
     gc.collect()
 
 
+def children_quiet(timeout: float = 5.0) -> None:
+    """Return once every process this one started (and theirs) sleeps with its CPU time still.
+
+    A pool of worker processes (ours or ``ProcessPoolExecutor``'s) that has just
+    answered its first tasks may still be finishing its boot; on two cores that
+    would fall inside the measurement of whichever side comes next. Bounded by
+    ``timeout``; then the garbage of earlier repeats is collected (``fresh``).
+    """
+    import psutil
+
+    me = psutil.Process()
+    deadline = time.monotonic() + timeout
+
+    def reading() -> dict[int, tuple[float, str]]:
+        out = {}
+        for p in me.children(recursive=True):
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    out[p.pid] = (t.user + t.system, p.status())
+            except psutil.Error:
+                continue
+        return out
+
+    last = reading()
+    while time.monotonic() < deadline:
+        time.sleep(0.02)
+        now = reading()
+        if now == last and all(status == psutil.STATUS_SLEEPING for _, status in now.values()):
+            break
+        last = now
+    fresh()
+
+
 def settled(ex: Any, timeout: float = 5.0) -> Any:
     """Return the executor ``ex`` once its helper processes (reaper, supervisor) have booted.
 
