@@ -75,8 +75,7 @@ def _ours(nbytes: int, sample: bool) -> tuple[float, float, float]:
     """(seconds, peak RSS growth MB during the run, RSS growth MB from reading the result's repr)."""
     from ttasks_ipy.core import BashRunner, Executor, TaskSpec
 
-    gc.collect()
-    ex = settled(Executor(max_workers=2))
+    ex = settled(Executor(max_workers=2))  # (which collects the garbage of earlier repeats)
     try:
         s = RssSampler(os.getpid()) if sample else None
         t0 = time.perf_counter()

@@ -197,8 +197,7 @@ class Task:
             description = self._description = spec.runner.describe()
         state = self.state
         if state in _TERMINAL:
-            error = self.error
-            error = error.splitlines()[0] if error else None
+            error = self._error_line()
             status = _WORD[state]
         else:
             error = None
@@ -212,6 +211,11 @@ class Task:
             self.where, self._folder, blocked if blocked.__class__ is tuple else tuple(blocked), self.delivered,
             error,
         ))
+
+    def _error_line(self) -> str | None:
+        """The first line of ``error``, as a record keeps it."""
+        error = self.error
+        return error.splitlines()[0] if error else None
 
     # ---- acting --------------------------------------------------------
     def cancel(self, reason: str = USER_CANCEL) -> bool:
@@ -361,8 +365,7 @@ class Task:
             if new is _RUNNING:
                 f[_ATTEMPT], f[_STARTED], f[_WHERE] = self.attempt, self.started, None
             else:
-                error = self.error
-                f[_REASON], f[_FINISHED], f[_ERROR] = self.reason, now, error.splitlines()[0] if error else None
+                f[_REASON], f[_FINISHED], f[_ERROR] = self.reason, now, self._error_line()
             rec = _new_record(TaskRecord, f)
         else:
             rec = self._snapshot()

@@ -86,7 +86,7 @@ class Session:
         self.updater = views.Updater(self.executor.bus)
         #: tasks shown with a card by the dispatching magic, and with a start line (widgets off)
         self._cards: set[int] = set()
-        #: the cards shown in the running cell, still without their row and Cancel button
+        #: the cards shown in the running cell that open no widget yet (they go live once it is answered)
         self._not_live: list[Any] = []
         self._cards_lock = threading.Lock()  # a card's going live and its end's display update, one at a time
         self._lines: set[int] = set()
