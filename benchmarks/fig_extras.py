@@ -110,7 +110,8 @@ def _processes(quick: bool) -> list[Result]:
         Result("8b", f"per-task: {n} no-op `--process` tasks, warm pool of {WORKERS}", "core", "ms/task",
                Stats.of(ours).scaled(per), f"ProcessPoolExecutor({WORKERS}, spawn), warm",
                Stats.of(spawn_w).scaled(per),
-               note="each job: the pickled runner, two fresh output pipes, the environment only if it changed; "
+               note="each job: the pickled runner, the environment only if it changed, its output pipes (kept from "
+                    "the worker's last job when it left nothing running); "
                     "one kernel thread follows every job; 5 repeats in turn with the baseline"),
     ]
 

@@ -207,6 +207,80 @@ def test_threads_left_by_a_job_never_write_into_the_next(engine: tuple[Executor,
         assert x.output == "clean\n"
 
 
+def _pipe_of_stdout(engine: tuple[Executor, WorkerPool], source: str = "", ns: dict[str, Any] | None = None) -> int:
+    """Run ``source`` in a task, then return the inode of the pipe on its fd 1 (as the job ends)."""
+    t = submit(engine, source + "\nimport os\nino = os.fstat(1).st_ino", ns).wait(20)
+    assert t.ok, t.error
+    return int(t.result["ino"])
+
+
+def test_a_worker_keeps_its_pipes_only_when_nothing_of_the_job_is_left(one_worker: tuple[Executor, WorkerPool],
+                                                                       tmp_path: Path) -> None:
+    _pipe_of_stdout(one_worker)  # a fresh worker takes on keeping pipes after its first job
+    first = _pipe_of_stdout(one_worker)
+    assert _pipe_of_stdout(one_worker) == first  # nothing left running: the next job writes to the same pipes
+    gate, pidfile = tmp_path / "gate", tmp_path / "pid"
+    os.mkfifo(gate)
+    # an orphaned grandchild still holds the job's stdout: the next jobs get fresh pipes while it runs
+    held = _pipe_of_stdout(one_worker, f"os_system = __import__('os').system('(cat {gate} >/dev/null) & "
+                                       f"echo $! > {pidfile}')")
+    assert held == first
+    fresh = _pipe_of_stdout(one_worker)
+    assert fresh != first
+    with open(gate, "w") as f:
+        f.write("go")
+    assert wait_gone(int(pidfile.read_text()), 10)
+    again = _pipe_of_stdout(one_worker)  # it ended (its worker reaps it): the pipes are kept again
+    assert _pipe_of_stdout(one_worker) == again
+
+
+def test_what_a_job_left_running_never_writes_into_the_next(one_worker: tuple[Executor, WorkerPool],
+                                                             tmp_path: Path) -> None:
+    ex, _ = one_worker
+    assert submit(one_worker, "1").wait(20).ok
+    gate, marker, hold = tmp_path / "gate", tmp_path / "marker", tmp_path / "hold"
+    os.mkfifo(gate)
+    os.mkfifo(hold)
+    a = submit(one_worker, f"import os\nos.system('(cat {gate} >/dev/null; echo late; echo late >&2; "
+                           f"touch {marker}) &')\nprint('a')").wait(20)
+    assert a.ok, a.error
+    b = submit(one_worker, "print('b', flush=True)\nopen(hold).read()", {"hold": str(hold)})
+    wait_output(ex, b, "b")
+    with open(gate, "w") as f:  # the grandchild A left writes now, while B runs on the same worker
+        f.write("go")
+    deadline = time.monotonic() + 10
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the grandchild did not write"
+        time.sleep(0.01)
+    with open(hold, "w") as f:
+        f.write("go")
+    assert b.wait(20).ok, b.error
+    assert b.output == "b\n"
+    assert b.stderr == ""
+    assert a.output == "a\n"
+
+
+def test_each_job_on_a_worker_gets_all_its_output_and_only_its_own(one_worker: tuple[Executor, WorkerPool]) -> None:
+    big = 300_000  # more than a pipe holds: the job's writes wait for the kernel to read
+    tasks = [
+        submit(one_worker, f"""
+            import os, sys
+            print("job {i}")
+            os.write(1, b"x" * ({big} if {i} % 3 == 0 else {i}))
+            sys.stderr.write("err {i}\\n")
+            os.system("echo shell {i}")
+            if {i} == 4:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the next job's fd 1 is the kernel's again
+            """)
+        for i in range(12)
+    ]
+    for i, t in enumerate(tasks):
+        assert t.wait(30).ok, t.error
+        xs = "x" * (big if i % 3 == 0 else i)
+        assert t.output == f"job {i}\n{xs}shell {i}\n", i
+        assert t.stderr == f"err {i}\n"
+
+
 def test_recycle_replaces_idle_workers(engine: tuple[Executor, WorkerPool]) -> None:
     _, pool = engine
     assert submit(engine, "1").wait(20).ok

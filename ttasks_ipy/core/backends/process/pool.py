@@ -6,9 +6,10 @@ fork (in C, no Python code in between), starts it in a session of its own
 (``start_new_session``: the kernel's Interrupt, sent to the kernel's process
 group, never reaches a worker, and cancel ends the worker's whole tree), and
 gives us plain descriptors to pass: one Unix socket per worker for messages,
-and for each job a fresh stdout and stderr pipe sent over that socket, so
-output written by C code and ``os.system`` is captured too and ends exactly at
-the job boundary. ``concurrent.futures.ProcessPoolExecutor`` is not used:
+and a stdout and stderr pipe sent over that socket (fresh, or kept from the
+worker's last job when that job left nothing running), so output written by
+C code and ``os.system`` is captured too and ends exactly at the job boundary
+(``worker_main.py`` says how). ``concurrent.futures.ProcessPoolExecutor`` is not used:
 killing one of its workers breaks every task of the pool.
 
 Pool state, in prose: a worker is either idle (in ``_idle``, most recently

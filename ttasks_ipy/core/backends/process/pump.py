@@ -4,13 +4,19 @@ A job's way, in prose: ``submit`` (any thread) blocks on nothing; it puts
 the job on ``_incoming`` and wakes the pump. The pump pickles the runner (so
 a big input never holds up the cell that dispatched it) and takes a worker
 from the pool (an idle one, or a new one while fewer than ``size`` exist;
-else the job waits in ``_waiting``, oldest first). It makes the job's two
-output pipes, sends the job with their write ends (``SCM_RIGHTS``) and from
-then on reads, in one selector, the channel of every busy worker and the
-pipes of every job. A worker's reply gives the worker back to the pool at
-once; the job itself ends when both its pipes reached end of file (or
-``DRAIN_SECONDS`` after the reply, if something the job started still holds
-them), so that all its output is reported before ``finished``.
+else the job waits in ``_waiting``, oldest first). It sends the job, with
+the write ends of two fresh output pipes (``SCM_RIGHTS``) unless the worker
+kept its last job's pipes, and from then on reads, in one selector, the
+channel of every busy worker and the pipes of every job. A worker's reply
+gives the worker back to the pool at once. All the output the worker wrote is
+in the pipes by then: the pump reads them empty, and if the reply says the
+worker kept them (the job left nothing running that could still write
+there) the job ends now and the pipes wait, still registered, for that
+worker's next job. Otherwise the job ends when both its pipes reached end
+of file (or ``DRAIN_SECONDS`` after the reply, if something the job started
+still holds them), so that all its output is reported before ``finished``.
+Kept pipes close when they reach end of file (their worker ended) or with
+the pump.
 
 The executor starts the next task from ``finished``, which runs on this
 thread: that job is sent within the same turn of the loop, so a worker goes
@@ -55,6 +61,17 @@ CLOSE_SECONDS = 2.0
 _STREAMS = ("stdout", "stderr")
 
 
+class Pipes:
+    """The read ends of one stdout and stderr pipe pair, and the job they now belong to (pump thread only)."""
+
+    __slots__ = ("open", "job")
+
+    def __init__(self, out_fd: int, err_fd: int) -> None:
+        #: read end -> stream name, for the ends not yet closed
+        self.open = {out_fd: "stdout", err_fd: "stderr"}
+        self.job: ProcessJob | None = None
+
+
 class ProcessJob(JobHandle):
     """One ``--process`` attempt, from ``submit`` to ``finished`` (fields written by the pump thread)."""
 
@@ -69,8 +86,8 @@ class ProcessJob(JobHandle):
         #: what the job carries besides the runner (added per worker: cwd, path, env where they changed)
         self.extra = extra
         self.worker: WorkerProcess | None = None
-        #: the read ends of the job's stdout and stderr pipes still open
-        self.pipes: dict[int, str] = {}
+        #: the job's stdout and stderr pipes (None before it is sent and once they are closed or kept)
+        self.pipes: Pipes | None = None
         self.decoder = PipeDecoder(events.output)
         self.reply: dict[str, Any] | None = None
         self.error: BaseException | None = None
@@ -104,6 +121,7 @@ class Pump:
         self._waiting: collections.deque[ProcessJob] = collections.deque()  # pump thread only
         self._on: dict[WorkerProcess, ProcessJob] = {}  # busy worker -> its job (pump thread only)
         self._draining: set[ProcessJob] = set()  # replied, pipes still open (pump thread only)
+        self._kept: dict[WorkerProcess, Pipes] = {}  # an idle worker's pipes, for its next job (pump thread only)
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -191,8 +209,8 @@ class Pump:
                     data = key.data
                     if data is None:
                         self._drain_wake()
-                    elif isinstance(data, tuple):
-                        self._read_pipe(data[0], key.fd)
+                    elif isinstance(data, Pipes):
+                        self._read_pipe(data, key.fd)
                     else:
                         self._read_channel(data)
                 self._check_clocks()
@@ -210,6 +228,9 @@ class Pump:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
+        for pipes in self._kept.values():
+            self._close_pipes(pipes)
+        self._kept.clear()
         self._sel.close()
 
     def _take_new(self) -> None:
@@ -268,22 +289,30 @@ class Pump:
         for part, value in now.items():
             if last.get(part) != value:
                 msg[part] = last[part] = value
-        r_out, w_out = os.pipe()
-        r_err, w_err = os.pipe()
+        sel = self._sel
+        pipes = self._kept.pop(w, None)
+        ends: tuple[int, ...] = ()
+        if pipes is None or len(pipes.open) < 2:
+            if pipes is not None:  # one end already closed: the worker is ending
+                self._close_pipes(pipes)
+            r_out, w_out = os.pipe()
+            r_err, w_err = os.pipe()
+            ends = (w_out, w_err)
+            pipes = Pipes(r_out, r_err)
+            for fd in (r_out, r_err):
+                os.set_blocking(fd, False)
+                sel.register(fd, selectors.EVENT_READ, pipes)
+        pipes.job = h
+        h.pipes = pipes
         h.worker = w
         self._on[w] = h
         self.running += 1
-        h.pipes = {r_out: "stdout", r_err: "stderr"}
-        sel = self._sel
-        for fd in (r_out, r_err):
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ, (h,))
         sel.register(w.channel.sock, selectors.EVENT_READ, w)
         h.events.placed(f"worker process {w.pid}", w.pid)
         if len(payload) <= SEND_INLINE_BYTES:
-            _send_frame(w, msg, w_out, w_err)
+            _send_frame(w, msg, ends)
         else:
-            threading.Thread(target=_send_frame, args=(w, msg, w_out, w_err),
+            threading.Thread(target=_send_frame, args=(w, msg, ends),
                              name="ttasks-process-send", daemon=True).start()
 
     def _read_channel(self, w: WorkerProcess) -> None:
@@ -291,7 +320,7 @@ class Pump:
         if h is None:  # let go of earlier in this turn (its key was already selected)
             return
         try:
-            data = w.channel.sock.recv(1 << 20)
+            data = w.channel.sock.recv(65536)  # (not more: a bigger buffer is an mmap per call)
         except OSError:
             data = b""
         if not data:
@@ -309,8 +338,14 @@ class Pump:
                 if msg.get("retire"):
                     w.broken = True  # the job left threads behind: not reused
                 h.reply = msg
+                self._read_all(h)  # what the worker wrote is there already: read it before anything ends
+                pipes = h.pipes
+                if msg.get("kept") and not w.broken and pipes is not None and len(pipes.open) == 2:
+                    pipes.job = None  # the worker's next job writes there
+                    h.pipes = None
+                    self._kept[w] = pipes
                 self._let_go(w, h)
-                self._after_work(h)
+                self._after_work(h, read=False)
                 return
 
     def _gone(self, w: WorkerProcess, h: ProcessJob) -> None:
@@ -319,7 +354,7 @@ class Pump:
         self._let_go(w, h)
         if death.before_job and h.tries == 0 and not h.cancelled and not self._closing:
             h.tries += 1  # it never reached the worker: once more, elsewhere
-            self._close_pipes(h)
+            self._close_job_pipes(h)
             h.decoder = PipeDecoder(h.events.output)
             h.wait_until = time.monotonic() + self.pool.acquire_timeout
             self._waiting.appendleft(h)
@@ -341,24 +376,32 @@ class Pump:
         except Exception:  # a replacement that could not start is logged by the pool
             log.exception("could not give a worker process back")
 
-    def _after_work(self, h: ProcessJob) -> None:
-        """The reply came (or the worker is gone): end now if the pipes are closed, else drain them.
+    def _read_all(self, h: ProcessJob) -> None:
+        """Read the job's pipes until they are empty (or closed)."""
+        pipes = h.pipes
+        if pipes is not None:
+            for fd in list(pipes.open):
+                while self._read_pipe(pipes, fd):
+                    pass
 
-        The worker closes the job's pipes before it replies, so what they hold
-        and their end of file are there already: read now, not a turn later.
+    def _after_work(self, h: ProcessJob, read: bool = True) -> None:
+        """The reply came (or the worker is gone): end now if the pipes are closed or kept, else drain them.
+
+        The worker closes (or keeps) the job's pipes before it replies, so what
+        they hold, and their end of file, are there already: read now (unless
+        the caller just did), not a turn later.
         """
-        for fd in list(h.pipes):
-            while self._read_pipe(h, fd):
-                pass
-        if not h.pipes:
+        if read:
+            self._read_all(h)
+        if h.pipes is None or not h.pipes.open:
             self._finish(h)
         else:  # something the job started holds a pipe: a short drain
             h.drain_until = time.monotonic() + DRAIN_SECONDS
             self._draining.add(h)
 
-    def _read_pipe(self, h: ProcessJob, fd: int) -> bool:
-        """Read what pipe ``fd`` of ``h`` holds; True if there was data (False: nothing now, or its end)."""
-        stream = h.pipes.get(fd)
+    def _read_pipe(self, pipes: Pipes, fd: int) -> bool:
+        """Read what pipe ``fd`` holds into its job; True if there was data (False: nothing now, or its end)."""
+        stream = pipes.open.get(fd)
         if stream is None:  # closed earlier in this turn (its key was already selected)
             return False
         try:
@@ -367,28 +410,41 @@ class Pump:
             return False
         except OSError:
             data = b""
+        h = pipes.job
         if data:
-            h.decoder.feed(stream, data)
-            return True
+            if h is not None:
+                h.decoder.feed(stream, data)
+            return True  # (kept pipes of an idle worker: nothing of any job's, dropped)
         self._sel.unregister(fd)
         os.close(fd)
-        del h.pipes[fd]
-        if not h.pipes and h.drain_until is not None:
-            self._draining.discard(h)
-            self._finish(h)
+        del pipes.open[fd]
+        if not pipes.open:
+            if h is None:  # an idle worker's kept pipes: it ended
+                for w, kept in list(self._kept.items()):
+                    if kept is pipes:
+                        del self._kept[w]
+            elif h.drain_until is not None:
+                self._draining.discard(h)
+                self._finish(h)
         return False
 
-    def _close_pipes(self, h: ProcessJob) -> None:
-        for fd in h.pipes:
+    def _close_pipes(self, pipes: Pipes) -> None:
+        for fd in pipes.open:
             try:
                 self._sel.unregister(fd)
             except (KeyError, ValueError):
                 pass
             os.close(fd)
-        h.pipes = {}
+        pipes.open = {}
+
+    def _close_job_pipes(self, h: ProcessJob) -> None:
+        if h.pipes is not None:
+            self._close_pipes(h.pipes)
+            h.pipes.job = None
+            h.pipes = None
 
     def _finish(self, h: ProcessJob) -> None:
-        self._close_pipes(h)
+        self._close_job_pipes(h)
         h.decoder.finish()
         if h.error is not None or h.cancelled:
             self._end(h, h.error or _cancelled(h))
@@ -419,7 +475,7 @@ class Pump:
         """End every job still here (the pump is stopping)."""
         self._refuse_waiting()
         for h in [*self._on.values(), *self._draining, *self._incoming]:
-            self._close_pipes(h)
+            self._close_job_pipes(h)
             self._end(h, WorkerDied("the worker pool is shut down"))
         self._on.clear()
         self._draining.clear()
@@ -461,15 +517,15 @@ def _cancelled(h: ProcessJob) -> TaskCancelled:
     return TaskCancelled(f"task {h.job.label} was cancelled")
 
 
-def _send_frame(w: WorkerProcess, msg: dict[str, Any], w_out: int, w_err: int) -> None:
-    """Send the job with its pipes' write ends, then close ours; a failure kills the worker (the pump sees it)."""
+def _send_frame(w: WorkerProcess, msg: dict[str, Any], ends: tuple[int, ...]) -> None:
+    """Send the job with the pipes' write ends ``ends`` (if new), then close ours; a failure kills the worker."""
     try:
-        w.channel.send(msg, fds=(w_out, w_err))
+        w.channel.send(msg, fds=ends)
     except OSError:
-        w.kill()
+        w.kill()  # (the pump sees its channel close)
     finally:
-        os.close(w_out)
-        os.close(w_err)
+        for fd in ends:
+            os.close(fd)
 
 
-__all__ = ["DRAIN_SECONDS", "ProcessJob", "Pump"]
+__all__ = ["DRAIN_SECONDS", "Pipes", "ProcessJob", "Pump"]

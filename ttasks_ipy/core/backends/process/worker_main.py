@@ -4,7 +4,7 @@ A ``WorkerPool`` (``pool.py``) starts ``python -m ttasks_ipy.core.backends.proce
 in a session of its own; FD is the worker's end of a Unix socket pair. SIGINT
 is ignored (the kernel's Interrupt button must never reach a worker), stdin is
 ``/dev/null`` (``input()`` fails at once), and between jobs file descriptors 1
-and 2 point at ``/dev/null``.
+and 2 point at ``/dev/null`` or at the pipes kept for the next job.
 
 Wire protocol, both directions: frames of an 8-byte big-endian length and a
 pickled ``dict`` with an ``op`` key.
@@ -13,12 +13,12 @@ kernel -> worker
     ``run``: ``runner`` (the job's runner, pickled by ``pickle_runner``: it
     runs here with a ``TaskContext`` whose progress goes over the channel),
     ``label``, ``attempt``, and where they changed since the last job:
-    ``cwd``, ``path`` (``sys.path``), ``env``. Two file descriptors ride on
-    the frame (``SCM_RIGHTS``, header and body in one ``sendmsg``): the write
-    ends of this job's stdout and stderr pipes. The worker puts them on fds 1
-    and 2 for the job, so ``print``, C code and ``os.system`` are all captured,
-    and closes them when the job ends: the kernel sees end-of-file exactly at
-    the job boundary.
+    ``cwd``, ``path`` (``sys.path``), ``env``. Two file descriptors may ride
+    on the frame (``SCM_RIGHTS``, header and body in one ``sendmsg``): the
+    write ends of a fresh stdout and stderr pipe. The worker puts them on fds
+    1 and 2, so ``print``, C code and ``os.system`` are all captured. A ``run``
+    frame without descriptors reuses the pipes the worker kept from its last
+    job (see ``kept`` below).
 
 worker -> kernel
     ``ready`` (once, after start-up), ``started`` (the job arrived: from here
@@ -29,7 +29,20 @@ worker -> kernel
     ``exception``: cloudpickled or None) or ``failed`` (``stage``: 'input',
     'compile' or 'result'; ``message``: one line). Every reply has ``retire``:
     True when the job left threads running (they could write into the next
-    job's output), and the kernel then replaces this worker.
+    job's output), and the kernel then replaces this worker; and ``kept``.
+
+Where a job's output ends. Everything the worker process wrote is in the
+pipes before the reply is sent (the writes returned first), so the kernel,
+reading the pipes after the reply until they are empty, has it all. What
+else could still write there is a process the job started and left running,
+or a thread it left: the worker is the subreaper of whatever the job starts
+(``PR_SET_CHILD_SUBREAPER``, so an orphaned grandchild is still its child),
+and after a job it reaps what ended and looks for children left running.
+None left, and no threads: the reply says ``kept`` and the pipes serve the
+next job (no new pipes, no descriptors to pass). Otherwise the worker
+closes its ends (fds 1 and 2 go to ``/dev/null``) and the kernel reads the
+job's pipes to end of file, as long as a short drain allows; the next job
+gets fresh pipes.
 
 The worker exits when the kernel's end of the socket closes (the kernel
 exited or was killed) or on SIGTERM.
@@ -63,7 +76,10 @@ class Channel:
 
     def send(self, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
         """Send one frame, with ``fds`` attached to its header. Raises ``OSError`` if the peer is gone."""
-        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        self.send_frame(pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL), fds)
+
+    def send_frame(self, data: bytes, fds: tuple[int, ...] = ()) -> None:
+        """Send one frame already pickled (``data``), with ``fds`` attached to its header."""
         header = HEADER.pack(len(data))
         with self._send_lock:  # one sendmsg for header and body: the peer wakes once, not twice
             if fds:
@@ -130,7 +146,13 @@ def _remote_traceback(e: BaseException, filename: str | None) -> str:
     return "".join(traceback.format_exception(type(e), e, tb if tb is not None else e.__traceback__))
 
 
+#: values the standard pickle sends as well as cloudpickle does (it is what loads them in the kernel too)
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
 def _pickle_result(value: Any, is_expression: bool) -> dict[str, Any]:
+    if type(value) in _PLAIN:
+        return {"op": "done", "value": pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)}
     import cloudpickle
 
     try:
@@ -256,24 +278,118 @@ def _flush_std() -> None:
             pass
 
 
-def run_job(channel: Channel, job: dict[str, Any], fds: list[int], devnull: int) -> None:
-    """Put the job's pipes on fds 1 and 2, run it, restore ``/dev/null``, reply."""
+def _become_subreaper() -> bool:
+    """Make this process the subreaper of what its jobs start (Linux); True if it is one now."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def _children_left() -> bool:
+    """Reap the children that ended; True if any still runs (or cannot be told)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        except OSError:
+            return True
+        if pid == 0:
+            return True
+
+
+class Outputs:
+    """Where fds 1 and 2 of this worker point: ``/dev/null``, or a pair of pipes to the kernel.
+
+    ``keeping`` is off until the worker is a subreaper (after its first job,
+    so that start-up pays nothing for it); until then, and whenever a job
+    leaves children or threads running, every job gets fresh pipes.
+    """
+
+    def __init__(self, devnull: int) -> None:
+        self.devnull = devnull
+        #: our own copies of the pipes' write ends (non-inheritable), or None
+        self.pipes: tuple[int, int] | None = None
+        #: whether pipes may be kept: None until tried after the first job
+        self.keeping: bool | None = None
+
+    def take(self, fds: list[int]) -> bool:
+        """Point fds 1 and 2 at this job's pipes (``fds`` fresh ones, else the kept ones); False if there are none."""
+        if fds:
+            self.drop()
+            if len(fds) < 2:
+                os.close(fds[0])
+                return False
+            out_fd, err_fd = fds[0], fds[1]
+            for extra in fds[2:]:
+                os.close(extra)
+            os.set_inheritable(out_fd, False)
+            os.set_inheritable(err_fd, False)
+            self.pipes = (out_fd, err_fd)
+        if self.pipes is None:
+            return False
+        os.dup2(self.pipes[0], 1)
+        os.dup2(self.pipes[1], 2)
+        return True
+
+    def end_job(self, threads_left: bool) -> bool:
+        """The job returned: keep the pipes for the next job if nothing else can write to them; True if kept."""
+        pipes = self.pipes
+        if pipes is not None and self.keeping and not threads_left and not _children_left():
+            try:
+                os.dup2(pipes[0], 1)  # whatever the job did to fds 1 and 2
+                os.dup2(pipes[1], 2)
+                return True
+            except OSError:  # it closed our copies too
+                pass
+        self.drop()
+        return False
+
+    def drop(self) -> None:
+        """Close this worker's ends of the pipes: the kernel sees end of file once the job's children let go."""
+        os.dup2(self.devnull, 1)
+        os.dup2(self.devnull, 2)
+        if self.pipes is not None:
+            for fd in self.pipes:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.pipes = None
+
+
+#: the ``started`` frame, made once
+_STARTED = pickle.dumps({"op": "started"}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def run_job(channel: Channel, job: dict[str, Any], fds: list[int], outputs: Outputs) -> None:
+    """Put the job's pipes on fds 1 and 2, run it, keep or close the pipes, reply."""
     _flush_std()
-    out_fd, err_fd = fds[0], fds[1]
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    for fd in fds:
-        os.close(fd)
-    channel.send({"op": "started"})
-    threads_before = set(threading.enumerate())
+    if not outputs.take(fds):
+        channel.send({"op": "failed", "stage": "input", "message": "the job came without its output pipes",
+                      "retire": True, "kept": False})
+        return
+    channel.send_frame(_STARTED)
+    alone = threading.active_count() == 1
+    threads_before = None if alone else set(threading.enumerate())
     try:
         reply = execute(channel, job)
     finally:
         _flush_std()
-        os.dup2(devnull, 1)  # closes this process's last write ends: the kernel sees EOF
-        os.dup2(devnull, 2)
     # a thread the job left running would write into the next job's output: retire this worker
-    reply["retire"] = any(t.is_alive() for t in threading.enumerate() if t not in threads_before)
+    if alone:
+        left = threading.active_count() > 1 and any(t.is_alive() for t in threading.enumerate()
+                                                    if t is not threading.main_thread())
+    else:
+        left = any(t.is_alive() for t in threading.enumerate() if t not in threads_before)  # type: ignore[operator]
+    reply["retire"] = left
+    reply["kept"] = outputs.end_job(left)
     channel.send(reply)
 
 
@@ -289,8 +405,8 @@ def main(argv: list[str]) -> int:
             std.reconfigure(write_through=True)  # type: ignore[union-attr]
         except (AttributeError, ValueError):
             pass
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)  # start-up errors went to the kernel's pipe; from here on, jobs own fd 2
+    outputs = Outputs(devnull)
+    outputs.drop()  # start-up errors went to the kernel's pipe; from here on, jobs own fd 2
     try:
         channel.send({"op": "ready", "pid": os.getpid()})
     except OSError:
@@ -300,11 +416,13 @@ def main(argv: list[str]) -> int:
             msg, fds = channel.recv()
         except (EOFError, OSError):
             return 0
-        if msg.get("op") == "run" and len(fds) >= 2:
+        if msg.get("op") == "run":
             try:
-                run_job(channel, msg, fds, devnull)
+                run_job(channel, msg, fds, outputs)
             except OSError:
                 return 0  # the kernel went away while we replied
+            if outputs.keeping is None:
+                outputs.keeping = _become_subreaper()  # after the first job: start-up pays nothing for it
         else:
             for extra in fds:
                 os.close(extra)
