@@ -39,7 +39,7 @@ from ...errors import SpecError, WorkerDied
 from ...procs import describe_exit, signal_tree, terminate_tree, tree_alive
 from ...reaper import Reaper
 from ...timers import Timers
-from .worker_main import Channel, FrameReader
+from .channel import Channel, FrameReader
 
 log = logging.getLogger("ttasks_ipy")
 
