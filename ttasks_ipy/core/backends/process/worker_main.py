@@ -281,18 +281,13 @@ def run_job(channel: Channel, job: dict[str, Any], fds: list[int], outputs: Outp
                       "retire": True, "kept": False})
         return
     channel.send_frame(_STARTED)
-    alone = threading.active_count() == 1
-    threads_before = None if alone else set(threading.enumerate())
+    threads_before = set(threading.enumerate())
     try:
         reply = execute(channel, job)
     finally:
         _flush_std()
     # a thread the job left running would write into the next job's output: retire this worker
-    if alone:
-        left = threading.active_count() > 1 and any(t.is_alive() for t in threading.enumerate()
-                                                    if t is not threading.main_thread())
-    else:
-        left = any(t.is_alive() for t in threading.enumerate() if t not in threads_before)  # type: ignore[operator]
+    left = any(t.is_alive() for t in threading.enumerate() if t not in threads_before)
     reply["retire"] = left
     reply["kept"] = outputs.end_job(left)
     channel.send(reply)
